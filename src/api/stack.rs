@@ -1,0 +1,418 @@
+//! The `SolutionStack` custom resource (group `citystack.io`, version `v1alpha1`).
+//!
+//! Validation happens at admission, in the OpenAPI schema and CEL rules
+//! (`x-kubernetes-validations`); no webhook. Every list and string is bounded so the API
+//! server can bound the cost of the CEL rules. Rules that need sibling fields sit on the
+//! parent and name the offending entry through `messageExpression` and `fieldPath`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, Probe, ResourceRequirements, SecurityContext, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A whole partner solution in one namespace: container components plus bindings to the
+/// services they consume. The operator turns it into one Deployment and (when it has ports)
+/// one Service per component, named `<stack>-<component>`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "citystack.io",
+    version = "v1alpha1",
+    kind = "SolutionStack",
+    plural = "solutionstacks",
+    shortname = "stack",
+    namespaced,
+    status = "SolutionStackStatus",
+    category = "citystack",
+    doc = "A whole partner solution in one namespace: container components plus bindings to the services they consume.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready", description = "Ready components / all components"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Reason of the Ready condition"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter and ending with a letter or digit): it prefixes the Service names"),
+    validation = Rule::new("self.spec.components.all(c, size(self.metadata.name) + size(c.name) <= 62)")
+        .message(Message::Expression("'spec.components: ' + self.spec.components.filter(c, size(self.metadata.name) + size(c.name) > 62).map(c, c.name).join(', ') + ': <stack name>-<component name> must fit in 63 characters (Deployment and Service names); shorten metadata.name (' + string(size(self.metadata.name)) + ' characters) or the component name'".into()))
+        .field_path(".spec.components"),
+    validation = Rule::new("!has(self.spec.bindings) || self.spec.bindings.all(b, size(self.metadata.name) + size(b.name) <= 62)")
+        .message(Message::Expression("'spec.bindings: ' + self.spec.bindings.filter(b, size(self.metadata.name) + size(b.name) > 62).map(b, b.name).join(', ') + ': <stack name>-<binding name> must fit in 63 characters; shorten metadata.name (' + string(size(self.metadata.name)) + ' characters) or the binding name'".into()))
+        .field_path(".spec.bindings"),
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.bindings) || !self.components.exists(c, self.bindings.exists(b, b.name == c.name))",
+        "messageExpression": "'spec.bindings: names must differ from component names (dependsOn names either); used by both: ' + self.components.filter(c, self.bindings.exists(b, b.name == c.name)).map(c, c.name).join(', ')",
+        "fieldPath": ".bindings"
+    },
+    {
+        "rule": "self.components.all(c, !has(c.uses) || c.uses.all(u, has(self.bindings) && self.bindings.exists(b, b.name == u)))",
+        "messageExpression": "'spec.components[].uses must name entries of spec.bindings; unknown: ' + self.components.filter(c, has(c.uses) && c.uses.exists(u, !has(self.bindings) || !self.bindings.exists(b, b.name == u))).map(c, c.name + ' uses ' + c.uses.filter(u, !has(self.bindings) || !self.bindings.exists(b, b.name == u)).join(', ')).join('; ')",
+        "fieldPath": ".components"
+    },
+    {
+        "rule": "self.components.all(c, !has(c.dependsOn) || c.dependsOn.all(d, self.components.exists(o, o.name == d) || (has(self.bindings) && self.bindings.exists(b, b.name == d))))",
+        "messageExpression": "'spec.components[].dependsOn must name components or bindings of this stack; unknown: ' + self.components.filter(c, has(c.dependsOn) && c.dependsOn.exists(d, !self.components.exists(o, o.name == d) && (!has(self.bindings) || !self.bindings.exists(b, b.name == d)))).map(c, c.name + ' depends on ' + c.dependsOn.filter(d, !self.components.exists(o, o.name == d) && (!has(self.bindings) || !self.bindings.exists(b, b.name == d))).join(', ')).join('; ')",
+        "fieldPath": ".components"
+    }
+]))]
+pub struct SolutionStackSpec {
+    /// Catalog name of the solution (e.g. `smart-transport`), copied to the label
+    /// `citystack.io/solution` on every child. A label value: at most 63 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63), regex(pattern = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"))]
+    pub solution: Option<String>,
+
+    /// When true the operator only observes: it writes status (with a `Paused` condition) and
+    /// nothing else, so children can be inspected or fixed by hand.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+
+    /// Secrets (in this namespace) used to pull the components' images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<LocalRef>,
+
+    /// The container services of the solution; each becomes a Deployment and, when it has
+    /// ports, a Service. Names are unique across components and bindings.
+    #[schemars(length(min = 1, max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub components: Vec<Component>,
+
+    /// Services the components consume, projected into the components that list them in
+    /// `uses` (servicebinding.io workload projection).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub bindings: Vec<Binding>,
+}
+
+/// A reference to an object in the stack's namespace, by name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct LocalRef {
+    /// Name of the object (a DNS-1123 subdomain).
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub name: String,
+}
+
+/// One container service of the stack: a Deployment of one container and, when it has
+/// ports, a Service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.dependsOn) || !self.dependsOn.exists(d, d == self.name)",
+        "messageExpression": "'spec.components[' + self.name + '].dependsOn must not name the component itself'",
+        "fieldPath": ".dependsOn"
+    },
+    {
+        "rule": "!has(self.ports) || self.ports.all(p, self.ports.filter(q, (has(q.servicePort) ? q.servicePort : q.port) == (has(p.servicePort) ? p.servicePort : p.port)).size() == 1)",
+        "messageExpression": "'spec.components[' + self.name + '].ports: each servicePort (default: port) must be unique within the component'",
+        "fieldPath": ".ports"
+    },
+    {
+        "rule": "!has(self.expose) || self.expose == 'None' || (has(self.ports) && size(self.ports) > 0)",
+        "messageExpression": "'spec.components[' + self.name + '].expose: ' + self.expose + ' needs at least one entry in ports (or set expose: None)'",
+        "fieldPath": ".expose"
+    }
+]))]
+pub struct Component {
+    /// Component name: a DNS-1035 label, unique across components and bindings. The
+    /// Deployment and Service are named `<stack>-<name>`.
+    #[schemars(length(min = 1, max = 62), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+
+    /// Container image reference, e.g. `registry.example/traffic-ingest:1.4.2`.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// Desired pod count. When unset the operator does not own the field, so a
+    /// HorizontalPodAutoscaler or a person can scale the Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+
+    /// Entrypoint (the container's `command`); the image's ENTRYPOINT when unset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
+    pub command: Vec<String>,
+
+    /// Arguments to the entrypoint (the container's `args`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(max = 4096)))]
+    pub args: Vec<String>,
+
+    /// Ports the container listens on; the Service exposes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub ports: Vec<Port>,
+
+    /// Environment variables (core/v1 EnvVar), after the binding variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub env: Vec<EnvVar>,
+
+    /// Sources of environment variables (core/v1 EnvFromSource).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub env_from: Vec<EnvFromSource>,
+
+    /// Compute resources (core/v1 ResourceRequirements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Readiness probe (core/v1 Probe); a named port in `httpGet.port` refers to `ports`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+
+    /// Liveness probe (core/v1 Probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+
+    /// Container security context (core/v1 SecurityContext). Fields set here override the
+    /// defaults, which satisfy the PodSecurity "restricted" profile: runAsNonRoot,
+    /// allowPrivilegeEscalation false, capabilities drop ALL, seccomp RuntimeDefault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+
+    /// Node labels the pods must match (pod `nodeSelector`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of the pods (core/v1 Toleration).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+
+    /// How the Service is exposed: `ClusterIP` (default when there are ports), `NodePort`,
+    /// `LoadBalancer`, or `None` (no Service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<Expose>,
+
+    /// Bindings (names in `spec.bindings`) projected into this component's pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 62)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub uses: Vec<String>,
+
+    /// Components or bindings that must be Ready before this component is created or its pod
+    /// template changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 62)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub depends_on: Vec<String>,
+}
+
+/// A port the container listens on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.name.matches('[a-z]') && !self.name.contains('--')",
+        "messageExpression": "'ports[].name ' + self.name + ' must be an IANA service name: at most 15 lowercase letters, digits and single hyphens, with at least one letter'",
+        "fieldPath": ".name"
+    }
+]))]
+pub struct Port {
+    /// Port name, an IANA service name (RFC 6335): at most 15 characters; probes and the
+    /// Service's targetPort refer to it.
+    #[schemars(length(min = 1, max = 15), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Container port number.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Port of the Service; defaults to `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub service_port: Option<i32>,
+    /// Transport protocol; defaults to TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+}
+
+impl Port {
+    /// The Service port: `servicePort`, else `port`.
+    pub fn effective_service_port(&self) -> i32 {
+        self.service_port.unwrap_or(self.port)
+    }
+}
+
+/// Transport protocol of a port.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Protocol {
+    /// TCP (default).
+    #[default]
+    TCP,
+    /// UDP.
+    UDP,
+    /// SCTP.
+    SCTP,
+}
+
+impl Protocol {
+    /// The core/v1 protocol name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::TCP => "TCP",
+            Protocol::UDP => "UDP",
+            Protocol::SCTP => "SCTP",
+        }
+    }
+}
+
+/// How a component's Service is exposed (the core/v1 Service `type`, or no Service).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Expose {
+    /// A cluster-internal virtual IP.
+    ClusterIP,
+    /// ClusterIP plus a port on every node.
+    NodePort,
+    /// NodePort plus a cloud load balancer.
+    LoadBalancer,
+    /// No Service at all.
+    None,
+}
+
+impl Expose {
+    /// The Service type, or `None` when no Service is wanted.
+    pub fn service_type(self) -> Option<&'static str> {
+        match self {
+            Expose::ClusterIP => Some("ClusterIP"),
+            Expose::NodePort => Some("NodePort"),
+            Expose::LoadBalancer => Some("LoadBalancer"),
+            Expose::None => None,
+        }
+    }
+}
+
+/// A service the components consume. Exactly one source is set; the bound Secret is
+/// projected per servicebinding.io (Workload Projection): mounted at
+/// `$SERVICE_BINDING_ROOT/<name>`, and the keys listed in `env` also as variables.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.secretRef)",
+        "messageExpression": "'spec.bindings[' + self.name + ']: a binding needs exactly one source: secretRef'"
+    }
+]))]
+pub struct Binding {
+    /// Binding name: a DNS-1035 label, unique across components and bindings; the mount
+    /// folder under `/bindings`.
+    #[schemars(length(min = 1, max = 62), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+
+    /// Bring your own Secret (same namespace), holding servicebinding.io keys such as `type`,
+    /// `provider`, `host`, `username`, `password`. Mounted directly, never copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalRef>,
+
+    /// Keys of the bound Secret to also inject as environment variables into every component
+    /// that uses this binding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub env: Vec<BindingEnv>,
+}
+
+/// One environment variable taken from a key of the bound Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct BindingEnv {
+    /// Variable name (a C identifier), e.g. `DB_HOST`.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub name: String,
+    /// Key in the bound Secret, e.g. `host`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// Observed state of a stack, kstatus-compatible: `observedGeneration` and the `Ready`,
+/// `Reconciling` and `Stalled` conditions.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SolutionStackStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Reconciling`, `Stalled`, and `Paused` when paused. Ready=False always comes
+    /// with Reconciling=True (progressing or retrying) or Stalled=True (needs a change).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Ready components out of all components, e.g. `2/3` (the READY column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+
+    /// One entry per component, in spec order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentStatus>,
+
+    /// One entry per binding, in spec order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindings: Vec<BindingStatus>,
+}
+
+/// Observed state of one component.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Component name.
+    pub name: String,
+    /// Summary state.
+    pub state: ComponentState,
+    /// Why the component is not Ready, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Components or bindings this component waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
+    /// Pods of the Deployment (`status.replicas`).
+    pub replicas: i32,
+    /// Ready pods.
+    pub ready_replicas: i32,
+    /// Pods at the current pod template.
+    pub updated_replicas: i32,
+    /// DNS name of the Service, `<service>.<namespace>.svc`, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+/// Summary state of a component.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ComponentState {
+    /// The Deployment's current generation is rolled out and available.
+    Ready,
+    /// Rolling out.
+    #[default]
+    Progressing,
+    /// Held back until its dependencies or bindings are Ready.
+    Waiting,
+    /// Needs a change (e.g. its rollout exceeded progressDeadlineSeconds).
+    Failed,
+}
+
+/// Observed state of one binding.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingStatus {
+    /// Binding name.
+    pub name: String,
+    /// Where the data comes from: `secretRef`.
+    pub source: String,
+    /// The Secret projected into the workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Whether the bound Secret exists with every key the binding needs.
+    pub ready: bool,
+    /// Why it is not ready (an error category), when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Detail, when not ready. Never contains Secret values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

@@ -1,0 +1,119 @@
+//! The controller's error type. Every error has a [`Category`]: a bounded name that becomes
+//! the condition reason, the Event reason and the `category` metric label.
+
+use std::fmt;
+
+/// The bounded set of error categories (used verbatim as condition reasons and metric labels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    /// The spec is invalid in a way admission could not catch; waits for a spec change.
+    InvalidSpec,
+    /// `dependsOn` forms a cycle; waits for a spec change.
+    DependencyCycle,
+    /// A referenced object (a bound Secret, a Secret key) does not exist; retried on change.
+    MissingReference,
+    /// A request to the Kubernetes API failed; retried with backoff.
+    KubeApi,
+    /// An object could not be encoded or decoded.
+    Serialization,
+}
+
+impl Category {
+    /// The category's name, in the PascalCase that condition reasons require.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Category::InvalidSpec => "InvalidSpec",
+            Category::DependencyCycle => "DependencyCycle",
+            Category::MissingReference => "MissingReference",
+            Category::KubeApi => "KubeApi",
+            Category::Serialization => "Serialization",
+        }
+    }
+
+    /// Whether retrying without a spec change can help (else the object waits for a change).
+    pub const fn is_transient(self) -> bool {
+        !matches!(self, Category::InvalidSpec | Category::DependencyCycle)
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Errors of the SolutionStack controller. Messages name objects and fields, never Secret
+/// values.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A rule the API server's admission cannot express (messages name the field).
+    #[error("{0}")]
+    InvalidSpec(String),
+    /// The components named form a `dependsOn` cycle, e.g. `a -> b -> a`.
+    #[error("spec.components[].dependsOn forms a cycle: {0}")]
+    DependencyCycle(String),
+    /// A Kubernetes API request failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was attempted, e.g. `apply Deployment web-api`.
+        action: String,
+        /// The client error (carries the API status message, never object data).
+        #[source]
+        source: kube::Error,
+    },
+    /// An object could not be serialised or deserialised.
+    #[error("encoding {what}: {source}")]
+    Serialization {
+        /// The object, e.g. `Deployment web-api`.
+        what: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// This error's category.
+    pub fn category(&self) -> Category {
+        match self {
+            Error::InvalidSpec(_) => Category::InvalidSpec,
+            Error::DependencyCycle(_) => Category::DependencyCycle,
+            Error::Kube { .. } => Category::KubeApi,
+            Error::Serialization { .. } => Category::Serialization,
+        }
+    }
+
+    /// Wraps a kube client error with what was being done.
+    pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        Error::Kube { action: action.into(), source }
+    }
+}
+
+/// The result type of the controller.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Cuts a message to at most `max` bytes on a character boundary, marking the cut. Condition
+/// messages and Event notes are bounded (Events API: note at most 1 KiB).
+pub fn bounded(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cuts_on_char_boundary() {
+        assert_eq!(bounded("short", 10), "short");
+        let cut = bounded("ééééé", 6);
+        assert!(cut.len() <= 6, "{cut}");
+        assert!(cut.ends_with("..."));
+    }
+}

@@ -1,0 +1,10 @@
+//! citystack: a Kubernetes operator that turns a `SolutionStack` into Deployments, Services
+//! and servicebinding.io projections, keeps them converged and reports one health signal.
+
+pub mod api;
+pub mod binding;
+pub mod error;
+pub mod naming;
+pub mod run;
+pub mod stack;
+pub mod telemetry;

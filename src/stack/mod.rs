@@ -1,0 +1,373 @@
+//! The SolutionStack controller: resolve → validate → render → apply → prune → status.
+
+pub mod apply;
+pub mod drift;
+pub mod render;
+pub mod resolve;
+pub mod status;
+pub mod validate;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::api::{SolutionStack, SolutionStackStatus};
+use crate::error::{Error, Result, bounded};
+use crate::naming::{self, FIELD_MANAGER};
+use crate::telemetry::{Health, Metrics};
+use render::ChildKind;
+use resolve::{BindingState, SecretResolver};
+use status::{Observation, Plan, Rollout};
+
+/// Controller name: the metric label and the Event reporting controller.
+pub const CONTROLLER: &str = "solutionstack";
+
+/// Settings of `citystack run` that the controller uses.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace to watch; `None` for all.
+    pub namespace: Option<String>,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Seconds between resyncs of a converged stack.
+    pub resync: Duration,
+}
+
+/// Shared state of the reconciles.
+pub struct Context {
+    client: Client,
+    deployments: Store<Deployment>,
+    services: Store<Service>,
+    secrets: SecretResolver,
+    recorder: Recorder,
+    metrics: Metrics,
+    resync: Duration,
+    failures: Mutex<HashMap<ObjectRef<SolutionStack>, usize>>,
+}
+
+/// Runs the controller until `shutdown` is cancelled, then finishes in-flight reconciles.
+/// Marks `health` ready once every cache has synced.
+pub async fn run(client: Client, settings: Settings, metrics: Metrics, health: Health, shutdown: CancellationToken) {
+    let scoped = |client: &Client| match &settings.namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let (stacks, deployments, services, secrets): (Api<SolutionStack>, Api<Deployment>, Api<Service>, Api<PartialObjectMeta<Secret>>) = scoped(&client);
+
+    // Owned children: label-selected, managedFields stripped, kept in stores for diffing.
+    let owned = watcher::Config::default().labels(&naming::managed_selector());
+    let (deploy_store, deploy_writer) = reflector::store();
+    let deploy_stream = watcher(deployments, owned.clone()).default_backoff().modify(strip).reflect(deploy_writer).touched_objects();
+    let (service_store, service_writer) = reflector::store();
+    let service_stream = watcher(services, owned).default_backoff().modify(strip).reflect(service_writer).touched_objects();
+    // User Secrets: metadata only; a change wakes the stacks that bind them.
+    let (secret_store, secret_writer) = reflector::store();
+    let secret_stream = watcher(secrets, watcher::Config::default()).default_backoff().modify(strip).reflect(secret_writer).touched_objects();
+    let (stack_store, stack_writer) = reflector::store();
+    let stack_stream = watcher(stacks, watcher::Config::default()).default_backoff().modify(strip).reflect(stack_writer).applied_objects();
+
+    let reporter = Reporter { controller: "citystack".into(), instance: std::env::var("POD_NAME").ok() };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        deployments: deploy_store.clone(),
+        services: service_store.clone(),
+        secrets: SecretResolver::new(client.clone(), secret_store.clone()),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+        resync: settings.resync,
+        failures: Mutex::new(HashMap::new()),
+    });
+
+    let ready = {
+        let (a, b, c, d) = (deploy_store.clone(), service_store.clone(), secret_store.clone(), stack_store.clone());
+        async move {
+            let synced = futures::future::join4(a.wait_until_ready(), b.wait_until_ready(), c.wait_until_ready(), d.wait_until_ready()).await;
+            if synced.0.is_ok() && synced.1.is_ok() && synced.2.is_ok() && synced.3.is_ok() {
+                info!("caches synced");
+                health.set_ready();
+            }
+        }
+    };
+    tokio::spawn(ready);
+
+    let secret_index = stack_store.clone();
+    let config = controller::Config::default().concurrency(settings.concurrency);
+    let stop = shutdown.clone();
+    Controller::for_stream(stack_stream, stack_store)
+        .with_config(config)
+        .owns_stream(deploy_stream)
+        .owns_stream(service_stream)
+        .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| stacks_binding(&secret_index, &secret))
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(object = %object, "reconciled"),
+                Err(controller::Error::ReconcilerFailed(error, object)) => {
+                    debug!(object = %object, %error, "reconcile failed")
+                }
+                Err(error) => warn!(%error, "controller"),
+            }
+        })
+        .await;
+}
+
+fn strip<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+}
+
+/// The stacks in the Secret's namespace that bind it by name.
+fn stacks_binding(stacks: &Store<SolutionStack>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<SolutionStack>> {
+    let (namespace, name) = (secret.namespace(), secret.name_any());
+    stacks
+        .state()
+        .iter()
+        .filter(|s| s.namespace() == namespace)
+        .filter(|s| s.spec.bindings.iter().any(|b| b.secret_ref.as_ref().is_some_and(|r| r.name == name)))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+async fn reconcile(stack: Arc<SolutionStack>, ctx: Arc<Context>) -> Result<Action> {
+    let span = info_span!("reconcile", object.namespace = stack.namespace().unwrap_or_default(), object.name = stack.name_any(), generation = stack.metadata.generation.unwrap_or(0));
+    async move {
+        let started = Instant::now();
+        ctx.metrics.reconcile_started(CONTROLLER);
+        let result = reconcile_inner(&stack, &ctx).await;
+        ctx.metrics.reconcile_finished(CONTROLLER, started.elapsed());
+        if result.is_ok() {
+            if let Ok(mut failures) = ctx.failures.lock() {
+                failures.remove(&ObjectRef::from_obj(stack.as_ref()));
+            }
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action> {
+    let namespace = stack.namespace().unwrap_or_default();
+    // Deleting: children go with the garbage collector (ownerReferences); nothing to do.
+    if stack.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+
+    // 1. resolve (reads only)
+    let bindings = ctx.secrets.resolve(stack).await?;
+    // 2. validate (pure)
+    let validated = validate::validate(&stack.spec);
+    // 3. render (pure)
+    let owner = stack.controller_owner_ref(&()).map(|mut o| {
+        o.block_owner_deletion = Some(true);
+        o
+    });
+    let desired = render::render(stack, owner.as_ref(), &resolve::ready_bindings(&bindings))?;
+
+    // What the caches hold now; applies below replace entries with their responses.
+    let stack_name = stack.name_any();
+    let mut deployments: BTreeMap<String, Deployment> = BTreeMap::new();
+    let mut services: BTreeMap<String, String> = BTreeMap::new();
+    for component in &stack.spec.components {
+        let child = naming::child_name(&stack_name, &component.name);
+        if let Some(d) = ctx.deployments.get(&ObjectRef::new(&child).within(&namespace)) {
+            deployments.insert(component.name.clone(), d.as_ref().clone());
+        }
+        if ctx.services.get(&ObjectRef::new(&child).within(&namespace)).is_some() {
+            services.insert(component.name.clone(), format!("{child}.{namespace}.svc"));
+        }
+    }
+
+    // 4. apply, dependencies first; 5. prune
+    let mut plans = BTreeMap::new();
+    let mut changes = Vec::new();
+    let mut transient: Option<Error> = None;
+    let spec_error = validated.as_ref().err();
+    if let (Ok(validated), false) = (&validated, stack.spec.paused) {
+        let mut keep = BTreeSet::new();
+        for name in &validated.order {
+            let Some(component) = stack.spec.components.iter().find(|c| &c.name == name) else { continue };
+            let waits = waits_for(component, &bindings, &plans, &deployments);
+            if !waits.is_empty() {
+                // Held: nothing created or changed, and nothing of it pruned.
+                for kind in [ChildKind::Deployment, ChildKind::Service] {
+                    keep.insert((kind, naming::child_name(&stack_name, name)));
+                }
+                plans.insert(name.clone(), Plan::Held(waits));
+                continue;
+            }
+            match apply_component(ctx, &namespace, desired.iter().filter(|c| &c.component == name), &mut deployments, &mut services, &mut keep).await {
+                Ok(mut applied) => changes.append(&mut applied),
+                Err(error) => {
+                    transient = Some(error);
+                    break;
+                }
+            }
+            plans.insert(name.clone(), Plan::Applied);
+        }
+        if transient.is_none() {
+            match apply::prune(&ctx.client, &ctx.deployments, &ctx.services, stack, &keep).await {
+                Ok(mut pruned) => changes.append(&mut pruned),
+                Err(error) => transient = Some(error),
+            }
+        }
+    }
+    for change in &changes {
+        info!(kind = change.kind.as_str(), child = %change.name, "{} {} {}", change.action, change.kind.as_str(), change.name);
+        publish(ctx, stack, EventType::Normal, change.action, format!("{} {} {}", change.action, change.kind.as_str(), change.name)).await;
+    }
+
+    // 6. status (pure), written only when it changed
+    let now = Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
+    let observation = Observation {
+        stack,
+        spec_error,
+        transient_error: transient.as_ref(),
+        bindings: &bindings,
+        plans: &plans,
+        deployments: &deployments,
+        services: &services,
+    };
+    let status = status::compute(&observation, &now);
+    write_status(ctx, stack, status).await?;
+
+    if let Some(error) = transient {
+        return Err(error);
+    }
+    if let Err(error) = validated {
+        ctx.metrics.reconcile_failed(CONTROLLER, error.category());
+        // An invalid spec cannot heal by retrying: wait for the next change.
+        return Ok(Action::await_change());
+    }
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// Why `component` must wait: each dependency (or used binding) that is not Ready, with the
+/// reason. A component dependency counts as Ready only once applied in this reconcile and
+/// rolled out, so a dependency whose spec just changed holds its dependents back.
+fn waits_for(
+    component: &crate::api::Component,
+    bindings: &BTreeMap<String, BindingState>,
+    plans: &BTreeMap<String, Plan>,
+    deployments: &BTreeMap<String, Deployment>,
+) -> Vec<(String, String)> {
+    let mut waits = Vec::new();
+    let mut names: Vec<&String> = component.depends_on.iter().chain(component.uses.iter()).collect();
+    names.sort();
+    names.dedup();
+    for dep in names {
+        if let Some(state) = bindings.get(dep) {
+            if let BindingState::NotReady { message, .. } = state {
+                waits.push((dep.clone(), message.clone()));
+            }
+            continue;
+        }
+        let why = match (plans.get(dep), deployments.get(dep).map(status::rollout)) {
+            (Some(Plan::Held(_)), _) => "waiting for its own dependencies".to_owned(),
+            (_, None) => "Deployment not created yet".to_owned(),
+            (_, Some(Rollout::Complete)) => continue,
+            (_, Some(Rollout::Progressing(why) | Rollout::Failed(why))) => why,
+        };
+        waits.push((dep.clone(), why));
+    }
+    waits
+}
+
+async fn apply_component<'a>(
+    ctx: &Context,
+    namespace: &str,
+    children: impl Iterator<Item = &'a render::DesiredChild>,
+    deployments: &mut BTreeMap<String, Deployment>,
+    services: &mut BTreeMap<String, String>,
+    keep: &mut BTreeSet<(ChildKind, String)>,
+) -> Result<Vec<apply::Change>> {
+    let mut changes = Vec::new();
+    for child in children {
+        keep.insert((child.kind, child.name.clone()));
+        match child.kind {
+            ChildKind::Deployment => {
+                let applied = apply::apply_child(&ctx.client, &ctx.deployments, namespace, child, &ctx.metrics).await?;
+                deployments.insert(child.component.clone(), applied.object);
+                changes.extend(applied.change);
+            }
+            ChildKind::Service => {
+                let applied = apply::apply_child::<Service>(&ctx.client, &ctx.services, namespace, child, &ctx.metrics).await?;
+                services.insert(child.component.clone(), format!("{}.{namespace}.svc", child.name));
+                changes.extend(applied.change);
+            }
+        }
+    }
+    Ok(changes)
+}
+
+async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStackStatus) -> Result<()> {
+    if stack.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let previous_reason = stack.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).map(|c| c.reason.clone());
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").cloned();
+    let api: Api<SolutionStack> = Api::namespaced(ctx.client.clone(), &stack.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": SolutionStack::api_version(&()),
+        "kind": SolutionStack::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&stack.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|e| Error::kube("write SolutionStack status", e))?;
+    // One Event per change of the Ready reason, so a waiting or failing stack does not spam.
+    if let Some(ready) = ready.filter(|r| Some(&r.reason) != previous_reason.as_ref()) {
+        let type_ = if ready.status == "True" || ready.reason == status::REASON_ROLLING_OUT { EventType::Normal } else { EventType::Warning };
+        publish(ctx, stack, type_, &ready.reason, ready.message.clone()).await;
+    }
+    Ok(())
+}
+
+/// Publishes an Event on the stack. Failing to publish is logged, not fatal.
+async fn publish(ctx: &Context, stack: &SolutionStack, type_: EventType, reason: &str, note: String) {
+    let event = Event { type_, reason: reason.to_owned(), note: Some(bounded(&note, 1024)), action: "Reconcile".into(), secondary: None };
+    if let Err(error) = ctx.recorder.publish(&event, &stack.object_ref(&())).await {
+        warn!(%error, "publishing an Event failed");
+    }
+}
+
+fn error_policy(stack: Arc<SolutionStack>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(CONTROLLER, error.category());
+    let attempt = ctx
+        .failures
+        .lock()
+        .map(|mut failures| {
+            let count = failures.entry(ObjectRef::from_obj(stack.as_ref())).or_insert(0);
+            *count += 1;
+            *count
+        })
+        .unwrap_or(1);
+    // Per-object exponential backoff with jitter: 1 s doubling to 5 min.
+    let delay = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(300))
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempt.saturating_sub(1))
+        .unwrap_or(Duration::from_secs(300));
+    warn!(object.namespace = stack.namespace().unwrap_or_default(), object.name = stack.name_any(), category = %error.category(), %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
+    let (ctx2, stack2, reason, note) = (ctx.clone(), stack.clone(), error.category().as_str(), error.to_string());
+    tokio::spawn(async move { publish(&ctx2, &stack2, EventType::Warning, reason, note).await });
+    Action::requeue(delay)
+}

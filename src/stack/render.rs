@@ -1,0 +1,264 @@
+//! Render: spec + resolved bindings → desired children. Pure and deterministic: components
+//! in name order, maps sorted, so equal input gives byte-identical output.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use serde_json::Value;
+
+use crate::api::{Component, Expose, SolutionStack};
+use crate::binding::{self, ResolvedBinding};
+use crate::error::{Error, Result};
+use crate::naming::{self, BINDING_HASH_ANNOTATION, DESIRED_HASH_ANNOTATION};
+
+/// Kind of a child object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChildKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// core/v1 Service.
+    Service,
+}
+
+impl ChildKind {
+    /// The Kubernetes kind name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::Deployment => "Deployment",
+            ChildKind::Service => "Service",
+        }
+    }
+}
+
+/// One desired child object, as the JSON sent with server-side apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredChild {
+    /// Deployment or Service.
+    pub kind: ChildKind,
+    /// Object name, `<stack>-<component>`.
+    pub name: String,
+    /// The component it belongs to.
+    pub component: String,
+    /// The full object, with `apiVersion`, `kind` and the desired-hash annotation.
+    pub object: Value,
+}
+
+/// Renders every component of `stack` into its Deployment and (when it has ports and
+/// `expose` is not `None`) its Service, in component-name order.
+///
+/// `owner` is the ownerReference to set (absent offline, where the stack has no UID).
+/// Bindings missing from `resolved` are left out of the projection; callers hold such
+/// components back rather than roll them out.
+///
+/// Errors: `Serialization` only if an object cannot be encoded (a bug).
+pub fn render(stack: &SolutionStack, owner: Option<&OwnerReference>, resolved: &BTreeMap<String, ResolvedBinding>) -> Result<Vec<DesiredChild>> {
+    let mut components: Vec<&Component> = stack.spec.components.iter().collect();
+    components.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = Vec::new();
+    for component in components {
+        let name = naming::child_name(&stack.name_any(), &component.name);
+        let deployment = render_deployment(stack, component, owner, resolved);
+        out.push(child(ChildKind::Deployment, name.clone(), component, &deployment)?);
+        if let Some(service) = render_service(stack, component, owner) {
+            out.push(child(ChildKind::Service, name, component, &service)?);
+        }
+    }
+    Ok(out)
+}
+
+fn child<T: serde::Serialize>(kind: ChildKind, name: String, component: &Component, object: &T) -> Result<DesiredChild> {
+    let mut object = serde_json::to_value(object).map_err(|source| Error::Serialization { what: format!("{} {name}", kind.as_str()), source })?;
+    // The hash covers everything we set; serde_json maps are sorted, so it is stable.
+    let hash = naming::short_hash(object.to_string().as_bytes());
+    if let Some(annotations) = object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+        annotations.insert(DESIRED_HASH_ANNOTATION.into(), Value::String(hash));
+    }
+    Ok(DesiredChild { kind, name, component: component.name.clone(), object })
+}
+
+fn metadata(stack: &SolutionStack, component: &Component, owner: Option<&OwnerReference>) -> ObjectMeta {
+    let stack_name = stack.name_any();
+    ObjectMeta {
+        name: Some(naming::child_name(&stack_name, &component.name)),
+        namespace: stack.namespace(),
+        labels: Some(naming::component_labels(&stack_name, &component.name, stack.spec.solution.as_deref())),
+        annotations: Some(BTreeMap::new()),
+        owner_references: owner.map(|o| vec![o.clone()]),
+        ..Default::default()
+    }
+}
+
+fn render_deployment(stack: &SolutionStack, component: &Component, owner: Option<&OwnerReference>, resolved: &BTreeMap<String, ResolvedBinding>) -> Deployment {
+    let stack_name = stack.name_any();
+    let projection = binding::project(&component.uses, &stack.spec.bindings, resolved);
+    let mut env = projection.env;
+    env.extend(component.env.iter().cloned());
+    let container = Container {
+        name: component.name.clone(),
+        image: Some(component.image.clone()),
+        command: non_empty(component.command.clone()),
+        args: non_empty(component.args.clone()),
+        ports: non_empty(
+            component
+                .ports
+                .iter()
+                .map(|p| ContainerPort {
+                    name: Some(p.name.clone()),
+                    container_port: p.port,
+                    protocol: Some(p.protocol.unwrap_or_default().as_str().into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        env: non_empty(env),
+        env_from: non_empty(component.env_from.clone()),
+        resources: component.resources.clone(),
+        readiness_probe: component.readiness_probe.clone(),
+        liveness_probe: component.liveness_probe.clone(),
+        security_context: Some(container_security(component.security_context.as_ref())),
+        volume_mounts: non_empty(projection.mounts),
+        ..Default::default()
+    };
+    let annotations = projection.hash.map(|h| BTreeMap::from([(BINDING_HASH_ANNOTATION.to_owned(), h)]));
+    let pod = PodSpec {
+        containers: vec![container],
+        image_pull_secrets: non_empty(
+            stack.spec.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.name.clone() }).collect(),
+        ),
+        node_selector: (!component.node_selector.is_empty()).then(|| component.node_selector.clone()),
+        tolerations: non_empty(component.tolerations.clone()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+            ..Default::default()
+        }),
+        volumes: non_empty(projection.volumes),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: metadata(stack, component, owner),
+        spec: Some(DeploymentSpec {
+            replicas: component.replicas,
+            selector: LabelSelector { match_labels: Some(naming::selector_labels(&stack_name, &component.name)), match_expressions: None },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(naming::component_labels(&stack_name, &component.name, stack.spec.solution.as_deref())),
+                    annotations,
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The PodSecurity "restricted" defaults, with every field the component sets taking over.
+fn container_security(overrides: Option<&SecurityContext>) -> SecurityContext {
+    let mut security = SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        ..Default::default()
+    };
+    if let Some(o) = overrides {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if o.$field.is_some() { security.$field = o.$field.clone(); } )* };
+        }
+        take!(
+            allow_privilege_escalation, app_armor_profile, capabilities, privileged, proc_mount, read_only_root_filesystem,
+            run_as_group, run_as_non_root, run_as_user, se_linux_options, seccomp_profile, windows_options
+        );
+    }
+    security
+}
+
+fn render_service(stack: &SolutionStack, component: &Component, owner: Option<&OwnerReference>) -> Option<Service> {
+    if component.ports.is_empty() {
+        return None;
+    }
+    let type_ = component.expose.unwrap_or(Expose::ClusterIP).service_type()?;
+    let stack_name = stack.name_any();
+    let mut ports: Vec<ServicePort> = component
+        .ports
+        .iter()
+        .map(|p| ServicePort {
+            name: Some(p.name.clone()),
+            port: p.effective_service_port(),
+            target_port: Some(IntOrString::String(p.name.clone())),
+            protocol: Some(p.protocol.unwrap_or_default().as_str().into()),
+            ..Default::default()
+        })
+        .collect();
+    ports.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(Service {
+        metadata: metadata(stack, component, owner),
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(naming::selector_labels(&stack_name, &component.name)),
+            ports: Some(ports),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
+    (!items.is_empty()).then_some(items)
+}
+
+/// The children as a multi-document YAML stream (what `citystack render` prints).
+///
+/// Errors: `Serialization` if YAML encoding fails (a bug).
+pub fn to_yaml(children: &[DesiredChild]) -> Result<String> {
+    let mut out = String::new();
+    for child in children {
+        out.push_str("---\n");
+        let yaml = serde_yaml_ng::to_string(&child.object).map_err(|e| Error::Serialization {
+            what: format!("{} {}", child.kind.as_str(), child.name),
+            source: serde_json::Error::io(std::io::Error::other(e.to_string())),
+        })?;
+        out.push_str(&yaml);
+    }
+    Ok(out)
+}
+
+/// Renders, offline, every `SolutionStack` document of a YAML stream (other kinds are
+/// skipped): what `citystack render -f` prints. Bound Secrets are assumed present; their data
+/// is unknown, so pod templates carry no binding hash.
+///
+/// Errors: a message naming the document that is not valid YAML or not a valid stack, or the
+/// dependency cycle found.
+pub fn render_documents(text: &str) -> std::result::Result<String, String> {
+    use serde::Deserialize;
+    let mut out = String::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = serde_json::Value::deserialize(document).map_err(|e| format!("document {}: {e}", index + 1))?;
+        if value.get("kind").and_then(Value::as_str) != Some("SolutionStack") {
+            continue;
+        }
+        let stack: SolutionStack = serde_json::from_value(value).map_err(|e| format!("document {}: {e}", index + 1))?;
+        super::validate::validate(&stack.spec).map_err(|e| format!("SolutionStack {}: {e}", stack.name_any()))?;
+        let resolved = stack
+            .spec
+            .bindings
+            .iter()
+            .filter_map(|b| {
+                let secret = b.secret_ref.as_ref()?;
+                Some((b.name.clone(), ResolvedBinding { name: b.name.clone(), secret_name: secret.name.clone(), data_hash: None }))
+            })
+            .collect();
+        let children = render(&stack, None, &resolved).map_err(|e| e.to_string())?;
+        out.push_str(&to_yaml(&children).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,99 @@
+//! Checks admission cannot express: `dependsOn` cycles longer than a self-reference (CEL has
+//! no recursion, so the API server cannot see them). Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::api::SolutionStackSpec;
+use crate::error::{Error, Result};
+
+/// A spec that passed [`validate`]: its components in dependency order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validated {
+    /// Component names, every component after the components it depends on (ties in name
+    /// order, so the order is stable).
+    pub order: Vec<String>,
+}
+
+/// Checks the spec for dependency cycles among components (bindings have no dependencies, so
+/// they cannot be part of one) and orders the components.
+///
+/// Errors: `DependencyCycle` naming the first cycle found, e.g. `api -> worker -> api`
+/// (components visited in name order, so the message is stable).
+pub fn validate(spec: &SolutionStackSpec) -> Result<Validated> {
+    let edges: BTreeMap<&str, Vec<&str>> =
+        spec.components.iter().map(|c| (c.name.as_str(), c.depends_on.iter().map(String::as_str).collect())).collect();
+    let mut done = BTreeSet::new();
+    let mut order = Vec::new();
+    for start in edges.keys() {
+        let mut path = Vec::new();
+        if let Some(cycle) = visit(start, &edges, &mut path, &mut done, &mut order) {
+            return Err(Error::DependencyCycle(cycle.join(" -> ")));
+        }
+    }
+    Ok(Validated { order: order.into_iter().map(str::to_owned).collect() })
+}
+
+/// Depth-first search; returns the cycle (first node repeated at the end) if one is reachable.
+/// Components finished are appended to `order` (post-order: dependencies first).
+fn visit<'a>(
+    node: &'a str,
+    edges: &BTreeMap<&'a str, Vec<&'a str>>,
+    path: &mut Vec<&'a str>,
+    done: &mut BTreeSet<&'a str>,
+    order: &mut Vec<&'a str>,
+) -> Option<Vec<&'a str>> {
+    if let Some(at) = path.iter().position(|n| *n == node) {
+        let mut cycle = path[at..].to_vec();
+        cycle.push(node);
+        return Some(cycle);
+    }
+    if done.contains(node) {
+        return None;
+    }
+    let next = edges.get(node)?;
+    path.push(node);
+    let mut sorted = next.clone();
+    sorted.sort_unstable();
+    for dep in sorted {
+        if let Some(cycle) = visit(dep, edges, path, done, order) {
+            return Some(cycle);
+        }
+    }
+    path.pop();
+    done.insert(node);
+    order.push(node);
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Component;
+
+    fn spec(deps: &[(&str, &[&str])]) -> SolutionStackSpec {
+        let components = deps
+            .iter()
+            .map(|(name, on)| {
+                serde_json::from_value::<Component>(serde_json::json!({"name": name, "image": "x", "dependsOn": on}))
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        SolutionStackSpec { solution: None, paused: false, image_pull_secrets: vec![], components, bindings: vec![] }
+    }
+
+    #[test]
+    fn acyclic_graph_is_ordered_dependencies_first() {
+        let validated = validate(&spec(&[("a", &["b", "db"]), ("b", &["c"]), ("c", &[]), ("d", &[])]));
+        let order = validated.map(|v| v.order).unwrap_or_default();
+        assert_eq!(order, ["c", "b", "a", "d"]);
+    }
+
+    #[test]
+    fn cycle_is_named() {
+        let err = validate(&spec(&[("api", &["worker"]), ("worker", &["queue"]), ("queue", &["api"])]));
+        match err {
+            Err(Error::DependencyCycle(cycle)) => assert_eq!(cycle, "api -> worker -> queue -> api"),
+            other => panic!("expected a cycle, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Tracing setup, Prometheus metrics, and the admin server (`/metrics`, `/livez`, `/readyz`).
+//!
+//! Metric label values come from bounded sets only (controller, error category, HTTP verb,
+//! child kind, outcome), never from object names, so cardinality cannot grow with the fleet.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tower::{Layer, Service};
+use tracing::info;
+
+use crate::error::Category;
+
+/// Log output format (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with span fields (e.g. the object reference).
+    Json,
+}
+
+/// Installs the global tracing subscriber. The filter comes from `RUST_LOG`, default `info`.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime::controller=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second init (tests start several operators in one process) is not an error.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: &'static str,
+    category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApplyLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+/// The operator's metrics. Cheap to clone (shared counters).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    reconciles: Family<ControllerLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Family<ControllerLabels, Histogram>,
+    kube_requests: Family<VerbLabels, Counter>,
+    applies: Family<ApplyLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered (prefix `citystack_`).
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("citystack");
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+        });
+        let kube_requests = Family::<VerbLabels, Counter>::default();
+        let applies = Family::<ApplyLabels, Counter>::default();
+        registry.register("reconciles", "Reconciles started, by controller", reconciles.clone());
+        registry.register("reconcile_errors", "Failed reconciles, by controller and error category", errors.clone());
+        registry.register("reconcile_duration_seconds", "Reconcile duration in seconds, by controller", duration.clone());
+        registry.register(
+            "kube_requests",
+            "Requests sent to the Kubernetes API, by verb (get includes list; watch separate)",
+            kube_requests.clone(),
+        );
+        registry.register(
+            "child_applies",
+            "Desired children by kind and outcome (applied: server-side apply sent; skipped: already converged)",
+            applies.clone(),
+        );
+        Self { registry: Arc::new(registry), reconciles, errors, duration, kube_requests, applies }
+    }
+
+    /// Counts a reconcile start.
+    pub fn reconcile_started(&self, controller: &'static str) {
+        self.reconciles.get_or_create(&ControllerLabels { controller }).inc();
+    }
+
+    /// Records a reconcile's duration in seconds.
+    pub fn reconcile_finished(&self, controller: &'static str, elapsed: Duration) {
+        self.duration.get_or_create(&ControllerLabels { controller }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a failed reconcile by category.
+    pub fn reconcile_failed(&self, controller: &'static str, category: Category) {
+        self.errors.get_or_create(&ErrorLabels { controller, category: category.as_str() }).inc();
+    }
+
+    /// Counts one desired child: `applied` true when an apply was sent.
+    pub fn child_apply(&self, kind: &'static str, applied: bool) {
+        let outcome = if applied { "applied" } else { "skipped" };
+        self.applies.get_or_create(&ApplyLabels { kind, outcome }).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// A tower layer for the kube client that counts requests by verb.
+    pub fn request_layer(&self) -> RequestCountLayer {
+        RequestCountLayer { counter: self.kube_requests.clone() }
+    }
+}
+
+/// Counts every request the kube client sends, labelled by verb.
+#[derive(Clone)]
+pub struct RequestCountLayer {
+    counter: Family<VerbLabels, Counter>,
+}
+
+impl<S> Layer<S> for RequestCountLayer {
+    type Service = RequestCount<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestCount { inner, counter: self.counter.clone() }
+    }
+}
+
+/// The service [`RequestCountLayer`] wraps around the kube client's transport.
+#[derive(Clone)]
+pub struct RequestCount<S> {
+    inner: S,
+    counter: Family<VerbLabels, Counter>,
+}
+
+impl<S, B> Service<http::Request<B>> for RequestCount<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let watch = request.uri().query().is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
+        let verb = match *request.method() {
+            http::Method::GET if watch => "watch",
+            http::Method::GET => "get",
+            http::Method::POST => "create",
+            http::Method::PUT => "update",
+            http::Method::PATCH => "patch",
+            http::Method::DELETE => "delete",
+            _ => "other",
+        };
+        self.counter.get_or_create(&VerbLabels { verb }).inc();
+        self.inner.call(request)
+    }
+}
+
+/// Shared health state: `/readyz` answers 200 once every controller's caches are synced.
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Marks the operator ready (caches synced).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Health::set_ready`] was called.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Metrics,
+    health: Health,
+}
+
+/// Binds the admin server on `addr` (port 0 picks a free port) and serves it in the
+/// background. Returns the bound address, which is also logged.
+///
+/// Errors: the bind error (address in use, permission).
+pub async fn serve_admin(addr: SocketAddr, metrics: Metrics, health: Health) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(|State(s): State<AdminState>| async move { s.metrics.encode() }))
+        .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<AdminState>| async move {
+                if s.health.is_ready() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
+            }),
+        )
+        .with_state(AdminState { metrics, health });
+    info!(admin_addr = %bound, "admin server listening on {bound}");
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "admin server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_bounded_labels() {
+        let metrics = Metrics::new();
+        metrics.reconcile_started("solutionstack");
+        metrics.reconcile_failed("solutionstack", Category::KubeApi);
+        metrics.child_apply("Deployment", false);
+        let text = metrics.encode();
+        assert!(text.contains("citystack_reconciles_total{controller=\"solutionstack\"} 1"), "{text}");
+        assert!(text.contains("category=\"KubeApi\""), "{text}");
+        assert!(text.contains("outcome=\"skipped\""), "{text}");
+    }
+}
