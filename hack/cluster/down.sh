@@ -46,6 +46,8 @@ for c in "${components[@]}"; do
   if ours "$pid" "$c"; then
     echo "down.sh: $c ($pid) ignored TERM for ${grace}s, sending KILL" >&2
     kill -KILL "$pid" 2>/dev/null || true
+    # KILL is asynchronous; wait so a following up.sh can reuse the ports and data.
+    for _ in $(seq 50); do ours "$pid" "$c" || break; sleep 0.1; done
   fi
   stopped=$((stopped + 1))
 done

@@ -86,7 +86,9 @@ for c in "${components[@]}"; do
   [ -f "$state/$c.pid" ] && any_pid=true
   alive "$c" || all_alive=false
 done
-if $any_pid; then
+# Leftovers without pid files (a failed start keeps its logs and etcd data) also count:
+# reusing that etcd data under freshly generated keys would be a half-old cluster.
+if $any_pid || [ -e "$state/ports.env" ] || [ -d "$state/etcd" ]; then
   if $all_alive && apiserver_ready && cluster_usable; then
     [ "$state/kubeconfig" -ef "$kubeconfig_out" ] || { mkdir -p "$(dirname "$kubeconfig_out")"; cp "$state/kubeconfig" "$kubeconfig_out"; }
     log "cluster in $state is already up and healthy"

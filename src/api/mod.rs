@@ -22,3 +22,17 @@ pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    /// crds/ must hold exactly what `citystack crds` prints (regenerate with `make crds`).
+    #[test]
+    fn crds_folder_matches_generated() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let mut files: Vec<_> = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        files.sort();
+        let on_disk: String = files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect();
+        let generated = super::crds_yaml().unwrap_or_else(|e| panic!("{e}"));
+        assert!(on_disk == generated, "crds/ differs from `citystack crds`: run `make crds`");
+    }
+}

@@ -33,27 +33,27 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter and ending with a letter or digit): it prefixes the Service names"),
     validation = Rule::new("self.spec.components.all(c, size(self.metadata.name) + size(c.name) <= 62)")
-        .message(Message::Expression("'spec.components: ' + self.spec.components.filter(c, size(self.metadata.name) + size(c.name) > 62).map(c, c.name).join(', ') + ': <stack name>-<component name> must fit in 63 characters (Deployment and Service names); shorten metadata.name (' + string(size(self.metadata.name)) + ' characters) or the component name'".into()))
+        .message(Message::Expression("self.spec.components.map(c, size(self.metadata.name) + size(c.name) > 62, 'spec.components[' + c.name + ']: <stack name>-<component name> must fit in 63 characters (Deployment and Service names); shorten metadata.name or the component name')[0]".into()))
         .field_path(".spec.components"),
     validation = Rule::new("!has(self.spec.bindings) || self.spec.bindings.all(b, size(self.metadata.name) + size(b.name) <= 62)")
-        .message(Message::Expression("'spec.bindings: ' + self.spec.bindings.filter(b, size(self.metadata.name) + size(b.name) > 62).map(b, b.name).join(', ') + ': <stack name>-<binding name> must fit in 63 characters; shorten metadata.name (' + string(size(self.metadata.name)) + ' characters) or the binding name'".into()))
+        .message(Message::Expression("self.spec.bindings.map(b, size(self.metadata.name) + size(b.name) > 62, 'spec.bindings[' + b.name + ']: <stack name>-<binding name> must fit in 63 characters; shorten metadata.name or the binding name')[0]".into()))
         .field_path(".spec.bindings"),
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "!has(self.bindings) || !self.components.exists(c, self.bindings.exists(b, b.name == c.name))",
-        "messageExpression": "'spec.bindings: names must differ from component names (dependsOn names either); used by both: ' + self.components.filter(c, self.bindings.exists(b, b.name == c.name)).map(c, c.name).join(', ')",
+        "messageExpression": "self.bindings.map(b, self.components.exists(c, c.name == b.name), 'spec.bindings[' + b.name + ']: the name is also used by a component; names must be unique across components and bindings (dependsOn may name either)')[0]",
         "fieldPath": ".bindings"
     },
     {
         "rule": "self.components.all(c, !has(c.uses) || c.uses.all(u, has(self.bindings) && self.bindings.exists(b, b.name == u)))",
-        "messageExpression": "'spec.components[].uses must name entries of spec.bindings; unknown: ' + self.components.filter(c, has(c.uses) && c.uses.exists(u, !has(self.bindings) || !self.bindings.exists(b, b.name == u))).map(c, c.name + ' uses ' + c.uses.filter(u, !has(self.bindings) || !self.bindings.exists(b, b.name == u)).join(', ')).join('; ')",
+        "messageExpression": "self.components.map(c, has(c.uses) && c.uses.exists(u, !has(self.bindings) || !self.bindings.exists(b, b.name == u)), 'spec.components[' + c.name + '].uses: ' + c.uses.filter(u, !has(self.bindings) || !self.bindings.exists(b, b.name == u))[0] + ' is not the name of an entry in spec.bindings')[0]",
         "fieldPath": ".components"
     },
     {
         "rule": "self.components.all(c, !has(c.dependsOn) || c.dependsOn.all(d, self.components.exists(o, o.name == d) || (has(self.bindings) && self.bindings.exists(b, b.name == d))))",
-        "messageExpression": "'spec.components[].dependsOn must name components or bindings of this stack; unknown: ' + self.components.filter(c, has(c.dependsOn) && c.dependsOn.exists(d, !self.components.exists(o, o.name == d) && (!has(self.bindings) || !self.bindings.exists(b, b.name == d)))).map(c, c.name + ' depends on ' + c.dependsOn.filter(d, !self.components.exists(o, o.name == d) && (!has(self.bindings) || !self.bindings.exists(b, b.name == d))).join(', ')).join('; ')",
+        "messageExpression": "self.components.map(c, has(c.dependsOn) && c.dependsOn.exists(d, !self.components.exists(o, o.name == d) && (!has(self.bindings) || !self.bindings.exists(b, b.name == d))), 'spec.components[' + c.name + '].dependsOn: ' + c.dependsOn.filter(d, !self.components.exists(o, o.name == d) && (!has(self.bindings) || !self.bindings.exists(b, b.name == d)))[0] + ' is not the name of a component or binding of this stack')[0]",
         "fieldPath": ".components"
     }
 ]))]

@@ -262,3 +262,64 @@ pub fn render_documents(text: &str) -> std::result::Result<String, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(text: &str) -> String {
+        render_documents(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn smart_transport_snapshot() {
+        insta::assert_snapshot!(example(include_str!("../../examples/smart-transport.yaml")));
+    }
+
+    #[test]
+    fn smart_education_snapshot() {
+        insta::assert_snapshot!(example(include_str!("../../examples/smart-education.yaml")));
+    }
+
+    #[test]
+    fn smart_health_snapshot() {
+        insta::assert_snapshot!(example(include_str!("../../examples/smart-health.yaml")));
+    }
+
+    #[test]
+    fn renders_are_byte_identical() {
+        let text = include_str!("../../examples/smart-transport.yaml");
+        assert_eq!(example(text), example(text));
+    }
+
+    #[test]
+    fn component_order_in_spec_does_not_matter() {
+        let a = "apiVersion: citystack.io/v1alpha1\nkind: SolutionStack\nmetadata: {name: s}\nspec:\n  components:\n  - {name: a, image: x}\n  - {name: b, image: y}\n";
+        let b = "apiVersion: citystack.io/v1alpha1\nkind: SolutionStack\nmetadata: {name: s}\nspec:\n  components:\n  - {name: b, image: y}\n  - {name: a, image: x}\n";
+        assert_eq!(example(a), example(b));
+    }
+
+    #[test]
+    fn security_context_overrides_field_by_field() {
+        let text = "apiVersion: citystack.io/v1alpha1\nkind: SolutionStack\nmetadata: {name: s}\nspec:\n  components:\n  - {name: a, image: x, securityContext: {runAsUser: 1000, readOnlyRootFilesystem: true}}\n";
+        let out = example(text);
+        assert!(out.contains("runAsUser: 1000"));
+        assert!(out.contains("readOnlyRootFilesystem: true"));
+        assert!(out.contains("allowPrivilegeEscalation: false"), "defaults stay: {out}");
+    }
+
+    #[test]
+    fn unset_replicas_are_not_owned_and_no_ports_means_no_service() {
+        let text = "apiVersion: citystack.io/v1alpha1\nkind: SolutionStack\nmetadata: {name: s}\nspec:\n  components:\n  - {name: a, image: x}\n";
+        let out = example(text);
+        assert!(!out.contains("replicas"), "{out}");
+        assert!(!out.contains("kind: Service"), "{out}");
+    }
+
+    #[test]
+    fn cycles_are_refused_offline() {
+        let text = "apiVersion: citystack.io/v1alpha1\nkind: SolutionStack\nmetadata: {name: s}\nspec:\n  components:\n  - {name: a, image: x, dependsOn: [b]}\n  - {name: b, image: x, dependsOn: [a]}\n";
+        let error = render_documents(text).err().unwrap_or_default();
+        assert!(error.contains("a -> b -> a"), "{error}");
+    }
+}

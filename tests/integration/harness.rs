@@ -1,0 +1,226 @@
+//! Shared helpers: the test cluster's client, a namespace per test, the operator as a child
+//! process scoped to that namespace, and waits with deadlines.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use citystack::api::SolutionStack;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, CustomResourceExt, ResourceExt};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Default deadline of a wait.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// Path of the test cluster's kubeconfig: `CITYSTACK_TEST_KUBECONFIG`, else `.local/kubeconfig`.
+pub fn kubeconfig() -> PathBuf {
+    std::env::var_os("CITYSTACK_TEST_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local/kubeconfig"))
+}
+
+/// A client for the test cluster, with the CRDs installed and Established.
+pub async fn client() -> Client {
+    let path = kubeconfig();
+    let file = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("no test cluster kubeconfig at {}: {e} (run `make test`)", path.display()));
+    let config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    let client = Client::try_from(config).unwrap_or_else(|e| panic!("{e}"));
+    install_crds(&client).await;
+    client
+}
+
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = SolutionStack::crd();
+    let name = crd.name_any();
+    crds.patch(&name, &PatchParams::apply("citystack-tests").force(), &Patch::Apply(&crd)).await.unwrap_or_else(|e| panic!("install CRD: {e}"));
+    wait_until("CRD Established", DEADLINE, || async {
+        let crd = crds.get(&name).await.ok()?;
+        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.
+pub async fn wait_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Creates a fresh namespace `it-<prefix>-<pid>-<n>` with `labels`.
+pub async fn namespace(client: &Client, prefix: &str, labels: serde_json::Value) -> String {
+    let name = format!("it-{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap_or_else(|e| panic!("{e}"));
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap_or_else(|e| panic!("create namespace: {e}"));
+    name
+}
+
+/// Deletes a namespace (the end of a test; failures are ignored).
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone()).delete(name, &DeleteParams::default()).await;
+}
+
+/// Parses a SolutionStack from YAML.
+pub fn stack(yaml: &str) -> SolutionStack {
+    serde_yaml_ng::from_str(yaml).unwrap_or_else(|e| panic!("test stack YAML: {e}"))
+}
+
+/// Server-side applies `object` (any kind) with the test field manager.
+pub async fn apply<K>(api: &Api<K>, object: &K) -> K
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(&object.name_any(), &PatchParams::apply("citystack-tests").force(), &Patch::Apply(object))
+        .await
+        .unwrap_or_else(|e| panic!("apply {}: {e}", object.name_any()))
+}
+
+/// Waits until the stack's status describes its current generation with Ready=True.
+pub async fn wait_ready(api: &Api<SolutionStack>, name: &str) -> SolutionStack {
+    wait_stack(api, name, "Ready=True at the current generation", |s| condition(s, "Ready").is_some_and(|c| c.status == "True")).await
+}
+
+/// Waits until the stack's status describes its current generation and `check` holds.
+pub async fn wait_stack(api: &Api<SolutionStack>, name: &str, what: &str, check: impl Fn(&SolutionStack) -> bool) -> SolutionStack {
+    let description = format!("stack {name}: {what}");
+    let mut last = None;
+    let result = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(stack) = api.get(name).await {
+                let current = stack.status.as_ref().and_then(|s| s.observed_generation) == stack.metadata.generation;
+                if current && check(&stack) {
+                    return stack;
+                }
+                last = stack.status.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    })
+    .await;
+    result.unwrap_or_else(|_| panic!("timed out waiting for {description}; last status: {last:#?}"))
+}
+
+/// The condition of `type_` in the stack's status.
+pub fn condition<'a>(stack: &'a SolutionStack, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    stack.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// The operator, as a child process watching one namespace, with its admin server on a free
+/// loopback port. Killed on drop; its log is printed if the test panicked.
+pub struct Operator {
+    child: Child,
+    /// Address of the admin server.
+    pub admin: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Operator {
+    /// Starts `citystack run` for `namespace`, with `--resync` seconds, and waits for /readyz.
+    pub async fn start(namespace: &str, resync_seconds: u64) -> Operator {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_citystack"))
+            .args(["run", "--admin-addr", "127.0.0.1:0", "--namespaces", namespace])
+            .arg("--kubeconfig")
+            .arg(kubeconfig())
+            .args(["--resync", &resync_seconds.to_string()])
+            .env("RUST_LOG", "info,citystack=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start operator: {e}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("admin server listening on ").nth(1) {
+                    let addr: String = addr.chars().take_while(|c| !c.is_whitespace()).collect();
+                    let _ = tx.send(addr);
+                }
+                if let Ok(mut lines) = lines.lock() {
+                    lines.push(line);
+                }
+            }
+        });
+        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|_| panic!("operator did not report its admin address"));
+        let admin: SocketAddr = addr.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().unwrap_or_else(|e| panic!("admin address {addr}: {e}"));
+        let operator = Operator { child, admin, log };
+        wait_until("operator /readyz", DEADLINE, || async { (operator.get("/readyz").await?.0 == 200).then_some(()) }).await;
+        operator
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(self.admin).await.ok()?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let code = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        Some((code, body))
+    }
+
+    /// Sum of the samples of `metric` whose labels contain every `labels` pair.
+    pub async fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
+        let (_, text) = self.get("/metrics").await.unwrap_or_else(|| panic!("scrape /metrics"));
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} ")))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Write requests (create, update, patch, delete) this operator sent to the API server.
+    pub async fn writes(&self) -> f64 {
+        let mut total = 0.0;
+        for verb in ["create", "update", "patch", "delete"] {
+            total += self.metric("citystack_kube_requests_total", &[("verb", verb)]).await;
+        }
+        total
+    }
+
+    /// Reconciles this operator started.
+    pub async fn reconciles(&self) -> f64 {
+        self.metric("citystack_reconciles_total", &[]).await
+    }
+
+    /// The operator's log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- operator log ----\n{}\n----", self.log());
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests against the real local control plane (`make test` starts it). Each test
+//! works in its own namespace with its own operator process scoped to that namespace.
+
+mod harness;
+
+mod admission;
+mod bindings;
+mod dependencies;
+mod lifecycle;
+mod steady_state;
