@@ -85,7 +85,10 @@ impl Error {
 
     /// Wraps a kube client error with what was being done.
     pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
-        Error::Kube { action: action.into(), source }
+        Error::Kube {
+            action: action.into(),
+            source,
+        }
     }
 }
 

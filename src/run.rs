@@ -59,12 +59,18 @@ pub enum StartError {
 pub async fn client(kubeconfig: Option<&PathBuf>, metrics: &Metrics) -> Result<Client, StartError> {
     let config = match kubeconfig {
         Some(path) => {
-            let file = Kubeconfig::read_from(path).map_err(|e| StartError::Kubeconfig(format!("{}: {e}", path.display())))?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.map_err(|e| StartError::Kubeconfig(e.to_string()))?
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| StartError::Kubeconfig(format!("{}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| StartError::Kubeconfig(e.to_string()))?
         }
-        None => Config::infer().await.map_err(|e| StartError::Kubeconfig(e.to_string()))?,
+        None => Config::infer()
+            .await
+            .map_err(|e| StartError::Kubeconfig(e.to_string()))?,
     };
-    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| StartError::Kubeconfig(e.to_string()))?;
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| StartError::Kubeconfig(e.to_string()))?;
     Ok(builder.with_layer(&metrics.request_layer()).build())
 }
 
@@ -74,34 +80,42 @@ pub async fn client(kubeconfig: Option<&PathBuf>, metrics: &Metrics) -> Result<C
 pub async fn run(args: RunArgs) -> Result<(), StartError> {
     telemetry::init_tracing(args.log_format);
     let metrics = Metrics::new();
-    let health = Health::default();
     let client = client(args.kubeconfig.as_ref(), &metrics).await?;
+    let namespaces: Vec<Option<String>> = {
+        let named: Vec<Option<String>> = args
+            .namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| Some(n.clone()))
+            .collect();
+        if named.is_empty() { vec![None] } else { named }
+    };
+    // One controller per watched namespace: a namespaced install can then run with Roles only.
+    // /readyz turns ready once all of them have synced their caches.
+    let health = Health::new(namespaces.len());
     telemetry::serve_admin(args.admin_addr, metrics.clone(), health.clone())
         .await
-        .map_err(|source| StartError::Admin { addr: args.admin_addr, source })?;
+        .map_err(|source| StartError::Admin {
+            addr: args.admin_addr,
+            source,
+        })?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signal(shutdown.clone()));
-    let namespaces: Vec<Option<String>> = {
-        let named: Vec<Option<String>> = args.namespaces.iter().filter(|n| !n.is_empty()).map(|n| Some(n.clone())).collect();
-        if named.is_empty() { vec![None] } else { named }
-    };
     info!(namespaces = ?namespaces, concurrency = args.concurrency, resync_seconds = args.resync, "starting controllers");
-    // One controller per watched namespace: a namespaced install can then run with Roles only.
-    // All must be synced before /readyz turns ready.
-    let healths: Vec<Health> = namespaces.iter().map(|_| Health::default()).collect();
-    let controllers = namespaces.into_iter().zip(healths.clone()).map(|(namespace, h)| {
-        let settings = stack::Settings { namespace, concurrency: args.concurrency, resync: Duration::from_secs(args.resync) };
-        stack::run(client.clone(), settings, metrics.clone(), h, shutdown.clone())
-    });
-    tokio::spawn(async move {
-        loop {
-            if healths.iter().all(Health::is_ready) {
-                health.set_ready();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    let controllers = namespaces.into_iter().map(|namespace| {
+        let settings = stack::Settings {
+            namespace,
+            concurrency: args.concurrency,
+            resync: Duration::from_secs(args.resync),
+        };
+        stack::run(
+            client.clone(),
+            settings,
+            metrics.clone(),
+            health.clone(),
+            shutdown.clone(),
+        )
     });
     futures::future::join_all(controllers).await;
     info!("stopped");
@@ -111,14 +125,15 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
 async fn signal(shutdown: CancellationToken) {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                shutdown.cancel();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

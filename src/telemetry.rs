@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,14 +34,22 @@ pub enum LogFormat {
 
 /// Installs the global tracing subscriber. The filter comes from `RUST_LOG`, default `info`.
 pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime::controller=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube_runtime::controller=warn")
+    });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     // A second init (tests start several operators in one process) is not an error.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
 }
 
@@ -95,9 +103,21 @@ impl Metrics {
         });
         let kube_requests = Family::<VerbLabels, Counter>::default();
         let applies = Family::<ApplyLabels, Counter>::default();
-        registry.register("reconciles", "Reconciles started, by controller", reconciles.clone());
-        registry.register("reconcile_errors", "Failed reconciles, by controller and error category", errors.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile duration in seconds, by controller", duration.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles started, by controller",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles, by controller and error category",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration in seconds, by controller",
+            duration.clone(),
+        );
         registry.register(
             "kube_requests",
             "Requests sent to the Kubernetes API, by verb (get includes list; watch separate)",
@@ -108,28 +128,46 @@ impl Metrics {
             "Desired children by kind and outcome (applied: server-side apply sent; skipped: already converged)",
             applies.clone(),
         );
-        Self { registry: Arc::new(registry), reconciles, errors, duration, kube_requests, applies }
+        Self {
+            registry: Arc::new(registry),
+            reconciles,
+            errors,
+            duration,
+            kube_requests,
+            applies,
+        }
     }
 
     /// Counts a reconcile start.
     pub fn reconcile_started(&self, controller: &'static str) {
-        self.reconciles.get_or_create(&ControllerLabels { controller }).inc();
+        self.reconciles
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
     }
 
     /// Records a reconcile's duration in seconds.
     pub fn reconcile_finished(&self, controller: &'static str, elapsed: Duration) {
-        self.duration.get_or_create(&ControllerLabels { controller }).observe(elapsed.as_secs_f64());
+        self.duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Counts a failed reconcile by category.
     pub fn reconcile_failed(&self, controller: &'static str, category: Category) {
-        self.errors.get_or_create(&ErrorLabels { controller, category: category.as_str() }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller,
+                category: category.as_str(),
+            })
+            .inc();
     }
 
     /// Counts one desired child: `applied` true when an apply was sent.
     pub fn child_apply(&self, kind: &'static str, applied: bool) {
         let outcome = if applied { "applied" } else { "skipped" };
-        self.applies.get_or_create(&ApplyLabels { kind, outcome }).inc();
+        self.applies
+            .get_or_create(&ApplyLabels { kind, outcome })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -142,7 +180,9 @@ impl Metrics {
 
     /// A tower layer for the kube client that counts requests by verb.
     pub fn request_layer(&self) -> RequestCountLayer {
-        RequestCountLayer { counter: self.kube_requests.clone() }
+        RequestCountLayer {
+            counter: self.kube_requests.clone(),
+        }
     }
 }
 
@@ -155,7 +195,10 @@ pub struct RequestCountLayer {
 impl<S> Layer<S> for RequestCountLayer {
     type Service = RequestCount<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequestCount { inner, counter: self.counter.clone() }
+        RequestCount {
+            inner,
+            counter: self.counter.clone(),
+        }
     }
 }
 
@@ -179,7 +222,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let watch = request.uri().query().is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
+        let watch = request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
         let verb = match *request.method() {
             http::Method::GET if watch => "watch",
             http::Method::GET => "get",
@@ -194,21 +240,36 @@ where
     }
 }
 
-/// Shared health state: `/readyz` answers 200 once every controller's caches are synced.
-#[derive(Clone, Default)]
+/// Shared health state: `/readyz` answers 200 once every controller has synced its caches.
+#[derive(Clone)]
 pub struct Health {
-    ready: Arc<AtomicBool>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new(1)
+    }
 }
 
 impl Health {
-    /// Marks the operator ready (caches synced).
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::SeqCst);
+    /// Health that turns ready after `controllers` calls of [`Health::set_ready`].
+    pub fn new(controllers: usize) -> Self {
+        Self {
+            pending: Arc::new(AtomicUsize::new(controllers)),
+        }
     }
 
-    /// Whether [`Health::set_ready`] was called.
+    /// Records that one controller's caches are synced.
+    pub fn set_ready(&self) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Whether every controller has synced.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.pending.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -222,16 +283,27 @@ struct AdminState {
 /// background. Returns the bound address, which is also logged.
 ///
 /// Errors: the bind error (address in use, permission).
-pub async fn serve_admin(addr: SocketAddr, metrics: Metrics, health: Health) -> std::io::Result<SocketAddr> {
+pub async fn serve_admin(
+    addr: SocketAddr,
+    metrics: Metrics,
+    health: Health,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = Router::new()
-        .route("/metrics", get(|State(s): State<AdminState>| async move { s.metrics.encode() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<AdminState>| async move { s.metrics.encode() }),
+        )
         .route("/livez", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(|State(s): State<AdminState>| async move {
-                if s.health.is_ready() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
+                if s.health.is_ready() {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                }
             }),
         )
         .with_state(AdminState { metrics, health });
@@ -255,7 +327,10 @@ mod tests {
         metrics.reconcile_failed("solutionstack", Category::KubeApi);
         metrics.child_apply("Deployment", false);
         let text = metrics.encode();
-        assert!(text.contains("citystack_reconciles_total{controller=\"solutionstack\"} 1"), "{text}");
+        assert!(
+            text.contains("citystack_reconciles_total{controller=\"solutionstack\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("category=\"KubeApi\""), "{text}");
         assert!(text.contains("outcome=\"skipped\""), "{text}");
     }

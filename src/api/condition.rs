@@ -22,15 +22,30 @@ pub struct ConditionSpec {
 
 impl ConditionSpec {
     /// A condition of `type_` with the given status, reason and message.
-    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { type_, status, reason: reason.into(), message: message.into() }
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
 /// Merges freshly computed conditions over the previous ones: `lastTransitionTime` is kept
 /// when a condition's status is unchanged and set to `now` when it flips or first appears;
 /// conditions no longer computed are dropped. Output is in the order of `desired`.
-pub fn merge_conditions(previous: &[Condition], desired: &[ConditionSpec], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+pub fn merge_conditions(
+    previous: &[Condition],
+    desired: &[ConditionSpec],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
     desired
         .iter()
         .map(|d| {
@@ -62,8 +77,23 @@ mod tests {
 
     #[test]
     fn keeps_transition_time_while_status_holds() {
-        let first = merge_conditions(&[], &[ConditionSpec::new("Ready", false, "RollingOut", "1/2")], Some(1), &at(10));
-        let second = merge_conditions(&first, &[ConditionSpec::new("Ready", false, "RollingOut", "2/2 updated")], Some(2), &at(20));
+        let first = merge_conditions(
+            &[],
+            &[ConditionSpec::new("Ready", false, "RollingOut", "1/2")],
+            Some(1),
+            &at(10),
+        );
+        let second = merge_conditions(
+            &first,
+            &[ConditionSpec::new(
+                "Ready",
+                false,
+                "RollingOut",
+                "2/2 updated",
+            )],
+            Some(2),
+            &at(20),
+        );
         assert_eq!(second[0].last_transition_time, at(10));
         assert_eq!(second[0].message, "2/2 updated");
         assert_eq!(second[0].observed_generation, Some(2));
@@ -71,8 +101,18 @@ mod tests {
 
     #[test]
     fn flips_set_new_transition_time() {
-        let first = merge_conditions(&[], &[ConditionSpec::new("Ready", false, "RollingOut", "")], Some(1), &at(10));
-        let second = merge_conditions(&first, &[ConditionSpec::new("Ready", true, "Available", "")], Some(1), &at(20));
+        let first = merge_conditions(
+            &[],
+            &[ConditionSpec::new("Ready", false, "RollingOut", "")],
+            Some(1),
+            &at(10),
+        );
+        let second = merge_conditions(
+            &first,
+            &[ConditionSpec::new("Ready", true, "Available", "")],
+            Some(1),
+            &at(20),
+        );
         assert_eq!(second[0].status, "True");
         assert_eq!(second[0].last_transition_time, at(20));
     }
@@ -81,11 +121,19 @@ mod tests {
     fn dropped_conditions_disappear_and_order_follows_desired() {
         let first = merge_conditions(
             &[],
-            &[ConditionSpec::new("Ready", false, "X", ""), ConditionSpec::new("Paused", true, "Paused", "")],
+            &[
+                ConditionSpec::new("Ready", false, "X", ""),
+                ConditionSpec::new("Paused", true, "Paused", ""),
+            ],
             Some(1),
             &at(10),
         );
-        let second = merge_conditions(&first, &[ConditionSpec::new("Ready", false, "X", "")], Some(1), &at(20));
+        let second = merge_conditions(
+            &first,
+            &[ConditionSpec::new("Ready", false, "X", "")],
+            Some(1),
+            &at(20),
+        );
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].type_, "Ready");
     }
@@ -93,7 +141,12 @@ mod tests {
     #[test]
     fn long_messages_are_bounded() {
         let long = "x".repeat(5000);
-        let merged = merge_conditions(&[], &[ConditionSpec::new("Ready", false, "X", long)], None, &at(1));
+        let merged = merge_conditions(
+            &[],
+            &[ConditionSpec::new("Ready", false, "X", long)],
+            None,
+            &at(1),
+        );
         assert!(merged[0].message.len() <= MAX_MESSAGE);
     }
 }

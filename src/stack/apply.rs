@@ -43,17 +43,33 @@ pub struct Applied<K> {
 ///
 /// Errors: `KubeApi` if the apply is rejected or fails; `Serialization` if the cached object
 /// cannot be encoded (a bug).
-pub async fn apply_child<K>(client: &Client, cache: &Store<K>, namespace: &str, child: &DesiredChild, metrics: &Metrics) -> Result<Applied<K>>
+pub async fn apply_child<K>(
+    client: &Client,
+    cache: &Store<K>,
+    namespace: &str,
+    child: &DesiredChild,
+    metrics: &Metrics,
+) -> Result<Applied<K>>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + Serialize + DeserializeOwned,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
 {
     let cached = cache.get(&ObjectRef::new(&child.name).within(namespace));
     if let Some(observed) = &cached {
-        let value = serde_json::to_value(observed.as_ref())
-            .map_err(|source| Error::Serialization { what: format!("{} {}", child.kind.as_str(), child.name), source })?;
+        let value =
+            serde_json::to_value(observed.as_ref()).map_err(|source| Error::Serialization {
+                what: format!("{} {}", child.kind.as_str(), child.name),
+                source,
+            })?;
         if drift::converged(&child.object, &value) {
             metrics.child_apply(child.kind.as_str(), false);
-            return Ok(Applied { object: observed.as_ref().clone(), change: None });
+            return Ok(Applied {
+                object: observed.as_ref().clone(),
+                change: None,
+            });
         }
     }
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
@@ -63,8 +79,19 @@ where
         .await
         .map_err(|e| Error::kube(format!("apply {} {}", child.kind.as_str(), child.name), e))?;
     metrics.child_apply(child.kind.as_str(), true);
-    let action = if cached.is_some() { "Updated" } else { "Created" };
-    Ok(Applied { object, change: Some(Change { action, kind: child.kind, name: child.name.clone() }) })
+    let action = if cached.is_some() {
+        "Updated"
+    } else {
+        "Created"
+    };
+    Ok(Applied {
+        object,
+        change: Some(Change {
+            action,
+            kind: child.kind,
+            name: child.name.clone(),
+        }),
+    })
 }
 
 /// Deletes the Deployments and Services that belong to `stack` (label and controller
@@ -72,7 +99,13 @@ where
 /// not own are never touched. A child already gone (404) counts as pruned.
 ///
 /// Errors: `KubeApi` on the first failed delete.
-pub async fn prune(client: &Client, deployments: &Store<Deployment>, services: &Store<Service>, stack: &SolutionStack, keep: &BTreeSet<(ChildKind, String)>) -> Result<Vec<Change>> {
+pub async fn prune(
+    client: &Client,
+    deployments: &Store<Deployment>,
+    services: &Store<Service>,
+    stack: &SolutionStack,
+    keep: &BTreeSet<(ChildKind, String)>,
+) -> Result<Vec<Change>> {
     let mut changes = Vec::new();
     for name in orphans(deployments, stack, ChildKind::Deployment, keep) {
         delete::<Deployment>(client, stack, &name, ChildKind::Deployment, &mut changes).await?;
@@ -83,13 +116,22 @@ pub async fn prune(client: &Client, deployments: &Store<Deployment>, services: &
     Ok(changes)
 }
 
-fn orphans<K: Resource<DynamicType = ()> + Clone>(cache: &Store<K>, stack: &SolutionStack, kind: ChildKind, keep: &BTreeSet<(ChildKind, String)>) -> Vec<(String, String)> {
+fn orphans<K: Resource<DynamicType = ()> + Clone>(
+    cache: &Store<K>,
+    stack: &SolutionStack,
+    kind: ChildKind,
+    keep: &BTreeSet<(ChildKind, String)>,
+) -> Vec<(String, String)> {
     let (namespace, name, uid) = (stack.namespace(), stack.name_any(), stack.uid());
     let mut out: Vec<(String, String)> = cache
         .state()
         .iter()
         .filter(|o| o.namespace() == namespace && o.labels().get(label::INSTANCE) == Some(&name))
-        .filter(|o| o.owner_references().iter().any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref()))
+        .filter(|o| {
+            o.owner_references()
+                .iter()
+                .any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref())
+        })
         .filter(|o| !keep.contains(&(kind, o.name_any())))
         .filter_map(|o| Some((o.name_any(), o.uid()?)))
         .collect();
@@ -97,18 +139,37 @@ fn orphans<K: Resource<DynamicType = ()> + Clone>(cache: &Store<K>, stack: &Solu
     out
 }
 
-async fn delete<K>(client: &Client, stack: &SolutionStack, (name, uid): &(String, String), kind: ChildKind, changes: &mut Vec<Change>) -> Result<()>
+async fn delete<K>(
+    client: &Client,
+    stack: &SolutionStack,
+    (name, uid): &(String, String),
+    kind: ChildKind,
+    changes: &mut Vec<Change>,
+) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(client.clone(), &stack.namespace().unwrap_or_default());
     // The UID precondition makes sure we delete the object we judged, not a namesake.
-    let params = DeleteParams { preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }), ..DeleteParams::background() };
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
     match api.delete(name, &params).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
         Err(e) => return Err(Error::kube(format!("prune {} {name}", kind.as_str()), e)),
     }
-    changes.push(Change { action: "Pruned", kind, name: name.clone() });
+    changes.push(Change {
+        action: "Pruned",
+        kind,
+        name: name.clone(),
+    });
     Ok(())
 }

@@ -58,30 +58,74 @@ pub struct Context {
     metrics: Metrics,
     resync: Duration,
     failures: Mutex<HashMap<ObjectRef<SolutionStack>, usize>>,
+    /// True once every cache finished its first list. A watch channel, because a store's own
+    /// readiness future wakes only the last task that polled it.
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Runs the controller until `shutdown` is cancelled, then finishes in-flight reconciles.
 /// Marks `health` ready once every cache has synced.
-pub async fn run(client: Client, settings: Settings, metrics: Metrics, health: Health, shutdown: CancellationToken) {
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    health: Health,
+    shutdown: CancellationToken,
+) {
     let scoped = |client: &Client| match &settings.namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
     };
-    let (stacks, deployments, services, secrets): (Api<SolutionStack>, Api<Deployment>, Api<Service>, Api<PartialObjectMeta<Secret>>) = scoped(&client);
+    let (stacks, deployments, services, secrets): (
+        Api<SolutionStack>,
+        Api<Deployment>,
+        Api<Service>,
+        Api<PartialObjectMeta<Secret>>,
+    ) = scoped(&client);
 
     // Owned children: label-selected, managedFields stripped, kept in stores for diffing.
     let owned = watcher::Config::default().labels(&naming::managed_selector());
     let (deploy_store, deploy_writer) = reflector::store();
-    let deploy_stream = watcher(deployments, owned.clone()).default_backoff().modify(strip).reflect(deploy_writer).touched_objects();
+    let deploy_stream = watcher(deployments, owned.clone())
+        .default_backoff()
+        .modify(strip)
+        .reflect(deploy_writer)
+        .touched_objects();
     let (service_store, service_writer) = reflector::store();
-    let service_stream = watcher(services, owned).default_backoff().modify(strip).reflect(service_writer).touched_objects();
+    let service_stream = watcher(services, owned)
+        .default_backoff()
+        .modify(strip)
+        .reflect(service_writer)
+        .touched_objects();
     // User Secrets: metadata only; a change wakes the stacks that bind them.
     let (secret_store, secret_writer) = reflector::store();
-    let secret_stream = watcher(secrets, watcher::Config::default()).default_backoff().modify(strip).reflect(secret_writer).touched_objects();
+    let secret_stream = watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .modify(strip)
+        .reflect(secret_writer)
+        .touched_objects();
     let (stack_store, stack_writer) = reflector::store();
-    let stack_stream = watcher(stacks, watcher::Config::default()).default_backoff().modify(strip).reflect(stack_writer).applied_objects();
+    let stack_stream = watcher(stacks, watcher::Config::default())
+        .default_backoff()
+        .modify(strip)
+        .reflect(stack_writer)
+        .applied_objects();
 
-    let reporter = Reporter { controller: "citystack".into(), instance: std::env::var("POD_NAME").ok() };
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let reporter = Reporter {
+        controller: "citystack".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         deployments: deploy_store.clone(),
@@ -91,14 +135,27 @@ pub async fn run(client: Client, settings: Settings, metrics: Metrics, health: H
         metrics,
         resync: settings.resync,
         failures: Mutex::new(HashMap::new()),
+        synced,
     });
 
     let ready = {
-        let (a, b, c, d) = (deploy_store.clone(), service_store.clone(), secret_store.clone(), stack_store.clone());
+        let (a, b, c, d) = (
+            deploy_store.clone(),
+            service_store.clone(),
+            secret_store.clone(),
+            stack_store.clone(),
+        );
         async move {
-            let synced = futures::future::join4(a.wait_until_ready(), b.wait_until_ready(), c.wait_until_ready(), d.wait_until_ready()).await;
+            let synced = futures::future::join4(
+                a.wait_until_ready(),
+                b.wait_until_ready(),
+                c.wait_until_ready(),
+                d.wait_until_ready(),
+            )
+            .await;
             if synced.0.is_ok() && synced.1.is_ok() && synced.2.is_ok() && synced.3.is_ok() {
                 info!("caches synced");
+                let _ = synced_tx.send(true);
                 health.set_ready();
             }
         }
@@ -112,7 +169,9 @@ pub async fn run(client: Client, settings: Settings, metrics: Metrics, health: H
         .with_config(config)
         .owns_stream(deploy_stream)
         .owns_stream(service_stream)
-        .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| stacks_binding(&secret_index, &secret))
+        .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
+            stacks_binding(&secret_index, &secret)
+        })
         .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -132,28 +191,40 @@ fn strip<K: Resource>(object: &mut K) {
 }
 
 /// The stacks in the Secret's namespace that bind it by name.
-fn stacks_binding(stacks: &Store<SolutionStack>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<SolutionStack>> {
+fn stacks_binding(
+    stacks: &Store<SolutionStack>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<SolutionStack>> {
     let (namespace, name) = (secret.namespace(), secret.name_any());
     stacks
         .state()
         .iter()
         .filter(|s| s.namespace() == namespace)
-        .filter(|s| s.spec.bindings.iter().any(|b| b.secret_ref.as_ref().is_some_and(|r| r.name == name)))
+        .filter(|s| {
+            s.spec
+                .bindings
+                .iter()
+                .any(|b| b.secret_ref.as_ref().is_some_and(|r| r.name == name))
+        })
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
 }
 
 async fn reconcile(stack: Arc<SolutionStack>, ctx: Arc<Context>) -> Result<Action> {
-    let span = info_span!("reconcile", object.namespace = stack.namespace().unwrap_or_default(), object.name = stack.name_any(), generation = stack.metadata.generation.unwrap_or(0));
+    let span = info_span!(
+        "reconcile",
+        object.namespace = stack.namespace().unwrap_or_default(),
+        object.name = stack.name_any(),
+        generation = stack.metadata.generation.unwrap_or(0)
+    );
     async move {
         let started = Instant::now();
         ctx.metrics.reconcile_started(CONTROLLER);
         let result = reconcile_inner(&stack, &ctx).await;
-        ctx.metrics.reconcile_finished(CONTROLLER, started.elapsed());
-        if result.is_ok() {
-            if let Ok(mut failures) = ctx.failures.lock() {
-                failures.remove(&ObjectRef::from_obj(stack.as_ref()));
-            }
+        ctx.metrics
+            .reconcile_finished(CONTROLLER, started.elapsed());
+        if let (Ok(_), Ok(mut failures)) = (&result, ctx.failures.lock()) {
+            failures.remove(&ObjectRef::from_obj(stack.as_ref()));
         }
         result
     }
@@ -162,6 +233,11 @@ async fn reconcile(stack: Arc<SolutionStack>, ctx: Arc<Context>) -> Result<Actio
 }
 
 async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action> {
+    // Diffing against caches that have not finished their first list would re-create
+    // children that exist: wait for them (immediate once synced).
+    if ctx.synced.clone().wait_for(|synced| *synced).await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let namespace = stack.namespace().unwrap_or_default();
     // Deleting: children go with the garbage collector (ownerReferences); nothing to do.
     if stack.meta().deletion_timestamp.is_some() {
@@ -185,10 +261,17 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     let mut services: BTreeMap<String, String> = BTreeMap::new();
     for component in &stack.spec.components {
         let child = naming::child_name(&stack_name, &component.name);
-        if let Some(d) = ctx.deployments.get(&ObjectRef::new(&child).within(&namespace)) {
+        if let Some(d) = ctx
+            .deployments
+            .get(&ObjectRef::new(&child).within(&namespace))
+        {
             deployments.insert(component.name.clone(), d.as_ref().clone());
         }
-        if ctx.services.get(&ObjectRef::new(&child).within(&namespace)).is_some() {
+        if ctx
+            .services
+            .get(&ObjectRef::new(&child).within(&namespace))
+            .is_some()
+        {
             services.insert(component.name.clone(), format!("{child}.{namespace}.svc"));
         }
     }
@@ -201,7 +284,9 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     if let (Ok(validated), false) = (&validated, stack.spec.paused) {
         let mut keep = BTreeSet::new();
         for name in &validated.order {
-            let Some(component) = stack.spec.components.iter().find(|c| &c.name == name) else { continue };
+            let Some(component) = stack.spec.components.iter().find(|c| &c.name == name) else {
+                continue;
+            };
             let waits = waits_for(component, &bindings, &plans, &deployments);
             if !waits.is_empty() {
                 // Held: nothing created or changed, and nothing of it pruned.
@@ -211,7 +296,16 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
                 plans.insert(name.clone(), Plan::Held(waits));
                 continue;
             }
-            match apply_component(ctx, &namespace, desired.iter().filter(|c| &c.component == name), &mut deployments, &mut services, &mut keep).await {
+            match apply_component(
+                ctx,
+                &namespace,
+                desired.iter().filter(|c| &c.component == name),
+                &mut deployments,
+                &mut services,
+                &mut keep,
+            )
+            .await
+            {
                 Ok(mut applied) => changes.append(&mut applied),
                 Err(error) => {
                     transient = Some(error);
@@ -229,11 +323,19 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     }
     for change in &changes {
         info!(kind = change.kind.as_str(), child = %change.name, "{} {} {}", change.action, change.kind.as_str(), change.name);
-        publish(ctx, stack, EventType::Normal, change.action, format!("{} {} {}", change.action, change.kind.as_str(), change.name)).await;
+        publish(
+            ctx,
+            stack,
+            EventType::Normal,
+            change.action,
+            format!("{} {} {}", change.action, change.kind.as_str(), change.name),
+        )
+        .await;
     }
 
     // 6. status (pure), written only when it changed
-    let now = Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
+    let now =
+        Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
     let observation = Observation {
         stack,
         spec_error,
@@ -267,7 +369,11 @@ fn waits_for(
     deployments: &BTreeMap<String, Deployment>,
 ) -> Vec<(String, String)> {
     let mut waits = Vec::new();
-    let mut names: Vec<&String> = component.depends_on.iter().chain(component.uses.iter()).collect();
+    let mut names: Vec<&String> = component
+        .depends_on
+        .iter()
+        .chain(component.uses.iter())
+        .collect();
     names.sort();
     names.dedup();
     for dep in names {
@@ -301,13 +407,30 @@ async fn apply_component<'a>(
         keep.insert((child.kind, child.name.clone()));
         match child.kind {
             ChildKind::Deployment => {
-                let applied = apply::apply_child(&ctx.client, &ctx.deployments, namespace, child, &ctx.metrics).await?;
+                let applied = apply::apply_child(
+                    &ctx.client,
+                    &ctx.deployments,
+                    namespace,
+                    child,
+                    &ctx.metrics,
+                )
+                .await?;
                 deployments.insert(child.component.clone(), applied.object);
                 changes.extend(applied.change);
             }
             ChildKind::Service => {
-                let applied = apply::apply_child::<Service>(&ctx.client, &ctx.services, namespace, child, &ctx.metrics).await?;
-                services.insert(child.component.clone(), format!("{}.{namespace}.svc", child.name));
+                let applied = apply::apply_child::<Service>(
+                    &ctx.client,
+                    &ctx.services,
+                    namespace,
+                    child,
+                    &ctx.metrics,
+                )
+                .await?;
+                services.insert(
+                    child.component.clone(),
+                    format!("{}.{namespace}.svc", child.name),
+                );
                 changes.extend(applied.change);
             }
         }
@@ -315,32 +438,65 @@ async fn apply_component<'a>(
     Ok(changes)
 }
 
-async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStackStatus) -> Result<()> {
+async fn write_status(
+    ctx: &Context,
+    stack: &SolutionStack,
+    status: SolutionStackStatus,
+) -> Result<()> {
     if stack.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let previous_reason = stack.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).map(|c| c.reason.clone());
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").cloned();
-    let api: Api<SolutionStack> = Api::namespaced(ctx.client.clone(), &stack.namespace().unwrap_or_default());
+    let previous_reason = stack
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.reason.clone());
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .cloned();
+    let api: Api<SolutionStack> =
+        Api::namespaced(ctx.client.clone(), &stack.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": SolutionStack::api_version(&()),
         "kind": SolutionStack::kind(&()),
         "status": status,
     });
-    api.patch_status(&stack.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|e| Error::kube("write SolutionStack status", e))?;
+    api.patch_status(
+        &stack.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube("write SolutionStack status", e))?;
     // One Event per change of the Ready reason, so a waiting or failing stack does not spam.
     if let Some(ready) = ready.filter(|r| Some(&r.reason) != previous_reason.as_ref()) {
-        let type_ = if ready.status == "True" || ready.reason == status::REASON_ROLLING_OUT { EventType::Normal } else { EventType::Warning };
+        let type_ = if ready.status == "True" || ready.reason == status::REASON_ROLLING_OUT {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
         publish(ctx, stack, type_, &ready.reason, ready.message.clone()).await;
     }
     Ok(())
 }
 
 /// Publishes an Event on the stack. Failing to publish is logged, not fatal.
-async fn publish(ctx: &Context, stack: &SolutionStack, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.to_owned(), note: Some(bounded(&note, 1024)), action: "Reconcile".into(), secondary: None };
+async fn publish(
+    ctx: &Context,
+    stack: &SolutionStack,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(bounded(&note, 1024)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     if let Err(error) = ctx.recorder.publish(&event, &stack.object_ref(&())).await {
         warn!(%error, "publishing an Event failed");
     }
@@ -352,7 +508,9 @@ fn error_policy(stack: Arc<SolutionStack>, error: &Error, ctx: Arc<Context>) -> 
         .failures
         .lock()
         .map(|mut failures| {
-            let count = failures.entry(ObjectRef::from_obj(stack.as_ref())).or_insert(0);
+            let count = failures
+                .entry(ObjectRef::from_obj(stack.as_ref()))
+                .or_insert(0);
             *count += 1;
             *count
         })
@@ -367,7 +525,12 @@ fn error_policy(stack: Arc<SolutionStack>, error: &Error, ctx: Arc<Context>) -> 
         .nth(attempt.saturating_sub(1))
         .unwrap_or(Duration::from_secs(300));
     warn!(object.namespace = stack.namespace().unwrap_or_default(), object.name = stack.name_any(), category = %error.category(), %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
-    let (ctx2, stack2, reason, note) = (ctx.clone(), stack.clone(), error.category().as_str(), error.to_string());
+    let (ctx2, stack2, reason, note) = (
+        ctx.clone(),
+        stack.clone(),
+        error.category().as_str(),
+        error.to_string(),
+    );
     tokio::spawn(async move { publish(&ctx2, &stack2, EventType::Warning, reason, note).await });
     Action::requeue(delay)
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    Capabilities, Container, ContainerPort, LocalObjectReference, PodSecurityContext, PodSpec,
+    PodTemplateSpec, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -58,14 +58,23 @@ pub struct DesiredChild {
 /// components back rather than roll them out.
 ///
 /// Errors: `Serialization` only if an object cannot be encoded (a bug).
-pub fn render(stack: &SolutionStack, owner: Option<&OwnerReference>, resolved: &BTreeMap<String, ResolvedBinding>) -> Result<Vec<DesiredChild>> {
+pub fn render(
+    stack: &SolutionStack,
+    owner: Option<&OwnerReference>,
+    resolved: &BTreeMap<String, ResolvedBinding>,
+) -> Result<Vec<DesiredChild>> {
     let mut components: Vec<&Component> = stack.spec.components.iter().collect();
     components.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = Vec::new();
     for component in components {
         let name = naming::child_name(&stack.name_any(), &component.name);
         let deployment = render_deployment(stack, component, owner, resolved);
-        out.push(child(ChildKind::Deployment, name.clone(), component, &deployment)?);
+        out.push(child(
+            ChildKind::Deployment,
+            name.clone(),
+            component,
+            &deployment,
+        )?);
         if let Some(service) = render_service(stack, component, owner) {
             out.push(child(ChildKind::Service, name, component, &service)?);
         }
@@ -73,29 +82,58 @@ pub fn render(stack: &SolutionStack, owner: Option<&OwnerReference>, resolved: &
     Ok(out)
 }
 
-fn child<T: serde::Serialize>(kind: ChildKind, name: String, component: &Component, object: &T) -> Result<DesiredChild> {
-    let mut object = serde_json::to_value(object).map_err(|source| Error::Serialization { what: format!("{} {name}", kind.as_str()), source })?;
+fn child<T: serde::Serialize>(
+    kind: ChildKind,
+    name: String,
+    component: &Component,
+    object: &T,
+) -> Result<DesiredChild> {
+    let mut object = serde_json::to_value(object).map_err(|source| Error::Serialization {
+        what: format!("{} {name}", kind.as_str()),
+        source,
+    })?;
     // The hash covers everything we set; serde_json maps are sorted, so it is stable.
     let hash = naming::short_hash(object.to_string().as_bytes());
-    if let Some(annotations) = object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+    if let Some(annotations) = object
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
         annotations.insert(DESIRED_HASH_ANNOTATION.into(), Value::String(hash));
     }
-    Ok(DesiredChild { kind, name, component: component.name.clone(), object })
+    Ok(DesiredChild {
+        kind,
+        name,
+        component: component.name.clone(),
+        object,
+    })
 }
 
-fn metadata(stack: &SolutionStack, component: &Component, owner: Option<&OwnerReference>) -> ObjectMeta {
+fn metadata(
+    stack: &SolutionStack,
+    component: &Component,
+    owner: Option<&OwnerReference>,
+) -> ObjectMeta {
     let stack_name = stack.name_any();
     ObjectMeta {
         name: Some(naming::child_name(&stack_name, &component.name)),
         namespace: stack.namespace(),
-        labels: Some(naming::component_labels(&stack_name, &component.name, stack.spec.solution.as_deref())),
+        labels: Some(naming::component_labels(
+            &stack_name,
+            &component.name,
+            stack.spec.solution.as_deref(),
+        )),
         annotations: Some(BTreeMap::new()),
         owner_references: owner.map(|o| vec![o.clone()]),
         ..Default::default()
     }
 }
 
-fn render_deployment(stack: &SolutionStack, component: &Component, owner: Option<&OwnerReference>, resolved: &BTreeMap<String, ResolvedBinding>) -> Deployment {
+fn render_deployment(
+    stack: &SolutionStack,
+    component: &Component,
+    owner: Option<&OwnerReference>,
+    resolved: &BTreeMap<String, ResolvedBinding>,
+) -> Deployment {
     let stack_name = stack.name_any();
     let projection = binding::project(&component.uses, &stack.spec.bindings, resolved);
     let mut env = projection.env;
@@ -126,17 +164,30 @@ fn render_deployment(stack: &SolutionStack, component: &Component, owner: Option
         volume_mounts: non_empty(projection.mounts),
         ..Default::default()
     };
-    let annotations = projection.hash.map(|h| BTreeMap::from([(BINDING_HASH_ANNOTATION.to_owned(), h)]));
+    let annotations = projection
+        .hash
+        .map(|h| BTreeMap::from([(BINDING_HASH_ANNOTATION.to_owned(), h)]));
     let pod = PodSpec {
         containers: vec![container],
         image_pull_secrets: non_empty(
-            stack.spec.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.name.clone() }).collect(),
+            stack
+                .spec
+                .image_pull_secrets
+                .iter()
+                .map(|s| LocalObjectReference {
+                    name: s.name.clone(),
+                })
+                .collect(),
         ),
-        node_selector: (!component.node_selector.is_empty()).then(|| component.node_selector.clone()),
+        node_selector: (!component.node_selector.is_empty())
+            .then(|| component.node_selector.clone()),
         tolerations: non_empty(component.tolerations.clone()),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
             ..Default::default()
         }),
         volumes: non_empty(projection.volumes),
@@ -146,10 +197,17 @@ fn render_deployment(stack: &SolutionStack, component: &Component, owner: Option
         metadata: metadata(stack, component, owner),
         spec: Some(DeploymentSpec {
             replicas: component.replicas,
-            selector: LabelSelector { match_labels: Some(naming::selector_labels(&stack_name, &component.name)), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(naming::selector_labels(&stack_name, &component.name)),
+                match_expressions: None,
+            },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(naming::component_labels(&stack_name, &component.name, stack.spec.solution.as_deref())),
+                    labels: Some(naming::component_labels(
+                        &stack_name,
+                        &component.name,
+                        stack.spec.solution.as_deref(),
+                    )),
                     annotations,
                     ..Default::default()
                 }),
@@ -165,9 +223,15 @@ fn render_deployment(stack: &SolutionStack, component: &Component, owner: Option
 fn container_security(overrides: Option<&SecurityContext>) -> SecurityContext {
     let mut security = SecurityContext {
         allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
         run_as_non_root: Some(true),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
         ..Default::default()
     };
     if let Some(o) = overrides {
@@ -175,18 +239,35 @@ fn container_security(overrides: Option<&SecurityContext>) -> SecurityContext {
             ($($field:ident),*) => { $( if o.$field.is_some() { security.$field = o.$field.clone(); } )* };
         }
         take!(
-            allow_privilege_escalation, app_armor_profile, capabilities, privileged, proc_mount, read_only_root_filesystem,
-            run_as_group, run_as_non_root, run_as_user, se_linux_options, seccomp_profile, windows_options
+            allow_privilege_escalation,
+            app_armor_profile,
+            capabilities,
+            privileged,
+            proc_mount,
+            read_only_root_filesystem,
+            run_as_group,
+            run_as_non_root,
+            run_as_user,
+            se_linux_options,
+            seccomp_profile,
+            windows_options
         );
     }
     security
 }
 
-fn render_service(stack: &SolutionStack, component: &Component, owner: Option<&OwnerReference>) -> Option<Service> {
+fn render_service(
+    stack: &SolutionStack,
+    component: &Component,
+    owner: Option<&OwnerReference>,
+) -> Option<Service> {
     if component.ports.is_empty() {
         return None;
     }
-    let type_ = component.expose.unwrap_or(Expose::ClusterIP).service_type()?;
+    let type_ = component
+        .expose
+        .unwrap_or(Expose::ClusterIP)
+        .service_type()?;
     let stack_name = stack.name_any();
     let mut ports: Vec<ServicePort> = component
         .ports
@@ -242,19 +323,29 @@ pub fn render_documents(text: &str) -> std::result::Result<String, String> {
     use serde::Deserialize;
     let mut out = String::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = serde_json::Value::deserialize(document).map_err(|e| format!("document {}: {e}", index + 1))?;
+        let value = serde_json::Value::deserialize(document)
+            .map_err(|e| format!("document {}: {e}", index + 1))?;
         if value.get("kind").and_then(Value::as_str) != Some("SolutionStack") {
             continue;
         }
-        let stack: SolutionStack = serde_json::from_value(value).map_err(|e| format!("document {}: {e}", index + 1))?;
-        super::validate::validate(&stack.spec).map_err(|e| format!("SolutionStack {}: {e}", stack.name_any()))?;
+        let stack: SolutionStack =
+            serde_json::from_value(value).map_err(|e| format!("document {}: {e}", index + 1))?;
+        super::validate::validate(&stack.spec)
+            .map_err(|e| format!("SolutionStack {}: {e}", stack.name_any()))?;
         let resolved = stack
             .spec
             .bindings
             .iter()
             .filter_map(|b| {
                 let secret = b.secret_ref.as_ref()?;
-                Some((b.name.clone(), ResolvedBinding { name: b.name.clone(), secret_name: secret.name.clone(), data_hash: None }))
+                Some((
+                    b.name.clone(),
+                    ResolvedBinding {
+                        name: b.name.clone(),
+                        secret_name: secret.name.clone(),
+                        data_hash: None,
+                    },
+                ))
             })
             .collect();
         let children = render(&stack, None, &resolved).map_err(|e| e.to_string())?;
@@ -305,7 +396,10 @@ mod tests {
         let out = example(text);
         assert!(out.contains("runAsUser: 1000"));
         assert!(out.contains("readOnlyRootFilesystem: true"));
-        assert!(out.contains("allowPrivilegeEscalation: false"), "defaults stay: {out}");
+        assert!(
+            out.contains("allowPrivilegeEscalation: false"),
+            "defaults stay: {out}"
+        );
     }
 
     #[test]
