@@ -29,8 +29,11 @@ cluster-up: ## Start the local control plane only (kubeconfig at .local/kubeconf
 crds: ## Regenerate crds/ from the API types
 	cargo run --quiet --locked -- crds > crds/solutionstacks.citystack.io.yaml
 
+bench: ## Benchmarks of the per-reconcile pure work (render, drift check)
+	cargo bench --locked --bench reconcile
+
 lint: ## Formatting and clippy
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-.PHONY: help demo down test unit cluster cluster-up crds lint
+.PHONY: help demo down test unit cluster cluster-up crds bench lint

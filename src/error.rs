@@ -61,14 +61,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// An object could not be serialised or deserialised.
-    #[error("encoding {what}: {source}")]
+    /// An object could not be serialised or deserialised (JSON or YAML).
+    #[error("encoding {what}: {message}")]
     Serialization {
         /// The object, e.g. `Deployment web-api`.
         what: String,
-        /// The serde error.
-        #[source]
-        source: serde_json::Error,
+        /// The encoder's message.
+        message: String,
     },
 }
 
@@ -80,6 +79,14 @@ impl Error {
             Error::DependencyCycle(_) => Category::DependencyCycle,
             Error::Kube { .. } => Category::KubeApi,
             Error::Serialization { .. } => Category::Serialization,
+        }
+    }
+
+    /// An encoding error of `what` (e.g. `Deployment web-api`).
+    pub fn encoding(what: impl Into<String>, error: impl std::fmt::Display) -> Self {
+        Error::Serialization {
+            what: what.into(),
+            message: error.to_string(),
         }
     }
 

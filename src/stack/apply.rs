@@ -59,11 +59,8 @@ where
 {
     let cached = cache.get(&ObjectRef::new(&child.name).within(namespace));
     if let Some(observed) = &cached {
-        let value =
-            serde_json::to_value(observed.as_ref()).map_err(|source| Error::Serialization {
-                what: format!("{} {}", child.kind.as_str(), child.name),
-                source,
-            })?;
+        let value = serde_json::to_value(observed.as_ref())
+            .map_err(|e| Error::encoding(format!("{} {}", child.kind.as_str(), child.name), e))?;
         if drift::converged(&child.object, &value) {
             metrics.child_apply(child.kind.as_str(), false);
             return Ok(Applied {

@@ -88,10 +88,8 @@ fn child<T: serde::Serialize>(
     component: &Component,
     object: &T,
 ) -> Result<DesiredChild> {
-    let mut object = serde_json::to_value(object).map_err(|source| Error::Serialization {
-        what: format!("{} {name}", kind.as_str()),
-        source,
-    })?;
+    let mut object = serde_json::to_value(object)
+        .map_err(|e| Error::encoding(format!("{} {name}", kind.as_str()), e))?;
     // The hash covers everything we set; serde_json maps are sorted, so it is stable.
     let hash = naming::short_hash(object.to_string().as_bytes());
     if let Some(annotations) = object
@@ -304,10 +302,8 @@ pub fn to_yaml(children: &[DesiredChild]) -> Result<String> {
     let mut out = String::new();
     for child in children {
         out.push_str("---\n");
-        let yaml = serde_yaml_ng::to_string(&child.object).map_err(|e| Error::Serialization {
-            what: format!("{} {}", child.kind.as_str(), child.name),
-            source: serde_json::Error::io(std::io::Error::other(e.to_string())),
-        })?;
+        let yaml = serde_yaml_ng::to_string(&child.object)
+            .map_err(|e| Error::encoding(format!("{} {}", child.kind.as_str(), child.name), e))?;
         out.push_str(&yaml);
     }
     Ok(out)
