@@ -7,9 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount};
 use sha2::{Digest, Sha256};
 
 use crate::api::Binding;
@@ -44,11 +42,7 @@ pub struct Projection {
 
 /// Projects `uses` (binding names, in the component's order) into a pod template. Bindings
 /// missing from `resolved` are skipped: the caller holds such a component back.
-pub fn project(
-    uses: &[String],
-    bindings: &[Binding],
-    resolved: &BTreeMap<String, ResolvedBinding>,
-) -> Projection {
+pub fn project(uses: &[String], bindings: &[Binding], resolved: &BTreeMap<String, ResolvedBinding>) -> Projection {
     let mut projection = Projection::default();
     let mut hashed = BTreeMap::new();
     let used: BTreeSet<&str> = uses.iter().map(String::as_str).collect();
@@ -59,10 +53,7 @@ pub fn project(
         };
         projection.volumes.push(Volume {
             name: binding.name.clone(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(found.secret_name.clone()),
-                ..Default::default()
-            }),
+            secret: Some(SecretVolumeSource { secret_name: Some(found.secret_name.clone()), ..Default::default() }),
             ..Default::default()
         });
         projection.mounts.push(VolumeMount {
@@ -85,10 +76,7 @@ pub fn project(
                 ..Default::default()
             });
         }
-        hashed.insert(
-            binding.name.as_str(),
-            (found.secret_name.as_str(), found.data_hash.as_deref()),
-        );
+        hashed.insert(binding.name.as_str(), (found.secret_name.as_str(), found.data_hash.as_deref()));
     }
     if !projection.volumes.is_empty() {
         projection.env.insert(
@@ -131,25 +119,13 @@ mod tests {
     fn binding(name: &str, secret: &str) -> Binding {
         Binding {
             name: name.into(),
-            secret_ref: Some(LocalRef {
-                name: secret.into(),
-            }),
-            env: vec![BindingEnv {
-                name: "DB_HOST".into(),
-                key: "host".into(),
-            }],
+            secret_ref: Some(LocalRef { name: secret.into() }),
+            env: vec![BindingEnv { name: "DB_HOST".into(), key: "host".into() }],
         }
     }
 
     fn resolved(name: &str, secret: &str, hash: &str) -> (String, ResolvedBinding) {
-        (
-            name.into(),
-            ResolvedBinding {
-                name: name.into(),
-                secret_name: secret.into(),
-                data_hash: Some(hash.into()),
-            },
-        )
+        (name.into(), ResolvedBinding { name: name.into(), secret_name: secret.into(), data_hash: Some(hash.into()) })
     }
 
     #[test]
@@ -161,11 +137,7 @@ mod tests {
         assert_eq!(p.mounts[0].read_only, Some(true));
         assert_eq!(p.env[0].name, "SERVICE_BINDING_ROOT");
         assert_eq!(
-            p.env[1]
-                .value_from
-                .as_ref()
-                .and_then(|v| v.secret_key_ref.as_ref())
-                .map(|s| s.key.as_str()),
+            p.env[1].value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).map(|s| s.key.as_str()),
             Some("host")
         );
         assert!(p.hash.is_some());
@@ -174,21 +146,9 @@ mod tests {
     #[test]
     fn hash_changes_only_with_data() {
         let bindings = vec![binding("db", "db-creds")];
-        let a = project(
-            &["db".into()],
-            &bindings,
-            &BTreeMap::from([resolved("db", "db-creds", "h1")]),
-        );
-        let b = project(
-            &["db".into()],
-            &bindings,
-            &BTreeMap::from([resolved("db", "db-creds", "h1")]),
-        );
-        let c = project(
-            &["db".into()],
-            &bindings,
-            &BTreeMap::from([resolved("db", "db-creds", "h2")]),
-        );
+        let a = project(&["db".into()], &bindings, &BTreeMap::from([resolved("db", "db-creds", "h1")]));
+        let b = project(&["db".into()], &bindings, &BTreeMap::from([resolved("db", "db-creds", "h1")]));
+        let c = project(&["db".into()], &bindings, &BTreeMap::from([resolved("db", "db-creds", "h2")]));
         assert_eq!(a.hash, b.hash);
         assert_ne!(a.hash, c.hash);
     }

@@ -61,6 +61,10 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// This instance is not (or no longer) the leader: it must not write. Not a failure;
+    /// the reconcile ends and the new leader takes over.
+    #[error("not the leader")]
+    NotLeader,
     /// An object could not be serialised or deserialised (JSON or YAML).
     #[error("encoding {what}: {message}")]
     Serialization {
@@ -77,25 +81,19 @@ impl Error {
         match self {
             Error::InvalidSpec(_) => Category::InvalidSpec,
             Error::DependencyCycle(_) => Category::DependencyCycle,
-            Error::Kube { .. } => Category::KubeApi,
+            Error::Kube { .. } | Error::NotLeader => Category::KubeApi,
             Error::Serialization { .. } => Category::Serialization,
         }
     }
 
     /// An encoding error of `what` (e.g. `Deployment web-api`).
     pub fn encoding(what: impl Into<String>, error: impl std::fmt::Display) -> Self {
-        Error::Serialization {
-            what: what.into(),
-            message: error.to_string(),
-        }
+        Error::Serialization { what: what.into(), message: error.to_string() }
     }
 
     /// Wraps a kube client error with what was being done.
     pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
-        Error::Kube {
-            action: action.into(),
-            source,
-        }
+        Error::Kube { action: action.into(), source }
     }
 }
 

@@ -1,9 +1,12 @@
 //! citystack: a Kubernetes operator that turns a `SolutionStack` into Deployments, Services
 //! and servicebinding.io projections, keeps them converged and reports one health signal.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod binding;
 pub mod error;
+pub mod leader;
 pub mod naming;
 pub mod run;
 pub mod stack;

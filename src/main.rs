@@ -7,11 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "citystack",
-    version,
-    about = "Kubernetes operator for smart-city solution stacks"
-)]
+#[command(name = "citystack", version, about = "Kubernetes operator for smart-city solution stacks")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,9 +32,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => citystack::run::run(args).await.map_err(|e| e.to_string()),
-        Command::Crds => citystack::api::crds_yaml()
-            .map(|y| print!("{y}"))
-            .map_err(|e| e.to_string()),
+        Command::Crds => citystack::api::crds_yaml().map(|y| print!("{y}")).map_err(|e| e.to_string()),
         Command::Render { file } => render(&file).map(|y| print!("{y}")),
     };
     match result {
@@ -52,6 +46,5 @@ async fn main() -> ExitCode {
 
 fn render(file: &PathBuf) -> Result<String, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    citystack::stack::render::render_documents(&text)
-        .map_err(|e| format!("{}: {e}", file.display()))
+    citystack::stack::render::render_documents(&text).map_err(|e| format!("{}: {e}", file.display()))
 }

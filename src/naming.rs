@@ -39,11 +39,7 @@ pub fn child_name(stack: &str, component: &str) -> String {
 }
 
 /// All labels on a component's children and pods.
-pub fn component_labels(
-    stack: &str,
-    component: &str,
-    solution: Option<&str>,
-) -> BTreeMap<String, String> {
+pub fn component_labels(stack: &str, component: &str, solution: Option<&str>) -> BTreeMap<String, String> {
     let mut labels = selector_labels(stack, component);
     labels.insert(label::NAME.into(), component.into());
     labels.insert(label::PART_OF.into(), stack.into());
@@ -64,13 +60,7 @@ pub fn selector_labels(stack: &str, component: &str) -> BTreeMap<String, String>
 
 /// Label selector matching every child the operator manages for one stack.
 pub fn stack_selector(stack: &str) -> String {
-    format!(
-        "{}={},{}={}",
-        label::MANAGED_BY,
-        MANAGED_BY,
-        label::INSTANCE,
-        stack
-    )
+    format!("{}={},{}={}", label::MANAGED_BY, MANAGED_BY, label::INSTANCE, stack)
 }
 
 /// Label selector matching every child the operator manages.

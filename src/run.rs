@@ -10,6 +10,7 @@ use kube::{Client, Config};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::leader::{self, LeaderGate, LeaseSettings};
 use crate::stack;
 use crate::telemetry::{self, Health, LogFormat, Metrics};
 
@@ -34,6 +35,27 @@ pub struct RunArgs {
     /// Address of the admin server (/metrics, /livez, /readyz); port 0 picks a free one.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
+    /// Elect a leader among replicas through a coordination.k8s.io Lease; only the leader
+    /// writes, followers keep their caches warm.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "citystack")]
+    pub lease_name: String,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Lease duration in seconds: a follower takes over at most this long after the leader
+    /// stops renewing.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=600))]
+    pub lease_duration: u64,
+    /// Seconds before the lease expires at which the leader renews it (less than
+    /// --lease-duration).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=599))]
+    pub lease_grace: u64,
+    /// Seconds in-flight reconciles get to finish after SIGTERM before the process exits.
+    #[arg(long, default_value_t = 20)]
+    pub shutdown_timeout: u64,
 }
 
 /// Errors that stop `citystack run` before the controllers start.
@@ -42,6 +64,9 @@ pub enum StartError {
     /// The kubeconfig could not be read or used.
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
+    /// A flag combination is invalid.
+    #[error("{0}")]
+    Flags(String),
     /// The admin server could not bind its address.
     #[error("admin server on {addr}: {source}")]
     Admin {
@@ -59,18 +84,15 @@ pub enum StartError {
 pub async fn client(kubeconfig: Option<&PathBuf>, metrics: &Metrics) -> Result<Client, StartError> {
     let config = match kubeconfig {
         Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .map_err(|e| StartError::Kubeconfig(format!("{}: {e}", path.display())))?;
+            let file =
+                Kubeconfig::read_from(path).map_err(|e| StartError::Kubeconfig(format!("{}: {e}", path.display())))?;
             Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
                 .await
                 .map_err(|e| StartError::Kubeconfig(e.to_string()))?
         }
-        None => Config::infer()
-            .await
-            .map_err(|e| StartError::Kubeconfig(e.to_string()))?,
+        None => Config::infer().await.map_err(|e| StartError::Kubeconfig(e.to_string()))?,
     };
-    let builder = kube::client::ClientBuilder::try_from(config)
-        .map_err(|e| StartError::Kubeconfig(e.to_string()))?;
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| StartError::Kubeconfig(e.to_string()))?;
     Ok(builder.with_layer(&metrics.request_layer()).build())
 }
 
@@ -79,15 +101,17 @@ pub async fn client(kubeconfig: Option<&PathBuf>, metrics: &Metrics) -> Result<C
 /// Errors: [`StartError`] when the client or the admin server cannot start.
 pub async fn run(args: RunArgs) -> Result<(), StartError> {
     telemetry::init_tracing(args.log_format);
+    if args.lease_grace >= args.lease_duration {
+        return Err(StartError::Flags(format!(
+            "--lease-grace ({}) must be less than --lease-duration ({})",
+            args.lease_grace, args.lease_duration
+        )));
+    }
     let metrics = Metrics::new();
     let client = client(args.kubeconfig.as_ref(), &metrics).await?;
     let namespaces: Vec<Option<String>> = {
-        let named: Vec<Option<String>> = args
-            .namespaces
-            .iter()
-            .filter(|n| !n.is_empty())
-            .map(|n| Some(n.clone()))
-            .collect();
+        let named: Vec<Option<String>> =
+            args.namespaces.iter().filter(|n| !n.is_empty()).map(|n| Some(n.clone())).collect();
         if named.is_empty() { vec![None] } else { named }
     };
     // One controller per watched namespace: a namespaced install can then run with Roles only.
@@ -95,45 +119,80 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let health = Health::new(namespaces.len());
     telemetry::serve_admin(args.admin_addr, metrics.clone(), health.clone())
         .await
-        .map_err(|source| StartError::Admin {
-            addr: args.admin_addr,
-            source,
-        })?;
+        .map_err(|source| StartError::Admin { addr: args.admin_addr, source })?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signal(shutdown.clone()));
     info!(namespaces = ?namespaces, concurrency = args.concurrency, resync_seconds = args.resync, "starting controllers");
-    let controllers = namespaces.into_iter().map(|namespace| {
-        let settings = stack::Settings {
-            namespace,
-            concurrency: args.concurrency,
-            resync: Duration::from_secs(args.resync),
+    let (leader, election) = if args.leader_elect {
+        let settings = LeaseSettings {
+            name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: identity(),
+            duration: args.lease_duration,
+            grace: args.lease_grace,
         };
-        stack::run(
-            client.clone(),
-            settings,
-            metrics.clone(),
-            health.clone(),
-            shutdown.clone(),
-        )
+        info!(lease = %settings.name, namespace = %settings.namespace, identity = %settings.identity, "leader election on");
+        let (gate, task) = leader::elect(client.clone(), settings, shutdown.clone());
+        (gate, Some(task))
+    } else {
+        (LeaderGate::always(), None)
+    };
+    tokio::spawn({
+        let (metrics, mut changes) = (metrics.clone(), leader.changes());
+        async move {
+            loop {
+                metrics.set_leader(*changes.borrow_and_update());
+                if changes.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
     });
-    futures::future::join_all(controllers).await;
+    let controllers = namespaces.into_iter().map(|namespace| {
+        let settings =
+            stack::Settings { namespace, concurrency: args.concurrency, resync: Duration::from_secs(args.resync) };
+        stack::run(client.clone(), settings, metrics.clone(), health.clone(), leader.clone(), shutdown.clone())
+    });
+    let mut controllers = std::pin::pin!(futures::future::join_all(controllers));
+    tokio::select! {
+        _ = &mut controllers => {}
+        _ = shutdown.cancelled() => {
+            // Stop taking work; give in-flight reconciles a bounded time to finish.
+            let bound = Duration::from_secs(args.shutdown_timeout);
+            if tokio::time::timeout(bound, &mut controllers).await.is_err() {
+                tracing::warn!(seconds = args.shutdown_timeout, "in-flight reconciles did not finish in time");
+            }
+        }
+    }
+    if let Some(task) = election {
+        // The election task releases the lease once `shutdown` is cancelled.
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     info!("stopped");
     Ok(())
+}
+
+/// This instance's identity in the Lease: the Pod name in a cluster, else host and pid.
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
 }
 
 async fn signal(shutdown: CancellationToken) {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                shutdown.cancel();
+                return;
+            }
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

@@ -16,6 +16,7 @@ use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tower::{Layer, Service};
@@ -34,22 +35,14 @@ pub enum LogFormat {
 
 /// Installs the global tracing subscriber. The filter comes from `RUST_LOG`, default `info`.
 pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,kube_runtime::controller=warn")
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime::controller=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     // A second init (tests start several operators in one process) is not an error.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
     };
 }
 
@@ -67,6 +60,32 @@ struct ErrorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerbLabels {
     verb: &'static str,
+    resource: &'static str,
+}
+
+/// Resources the operator talks to; anything else is counted as `other` (bounded labels).
+const RESOURCES: [&str; 9] = [
+    "solutionstacks",
+    "deployments",
+    "services",
+    "secrets",
+    "events",
+    "leases",
+    "namespaces",
+    "selfsubjectaccessreviews",
+    "customresourcedefinitions",
+];
+
+/// The resource (plural) a request path addresses, from the fixed set [`RESOURCES`].
+fn resource_of(path: &str) -> &'static str {
+    // /api/v1/namespaces/ns/secrets/name, /apis/g/v/namespaces/ns/plural/name/status, /apis/g/v/plural
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.iter().position(|s| *s == "namespaces") {
+        Some(i) if segments.len() > i + 2 => &segments[i + 2..],
+        Some(i) => &segments[i..],
+        None => segments.get(if segments.first() == Some(&"api") { 2 } else { 3 }..).unwrap_or_default(),
+    };
+    rest.first().and_then(|r| RESOURCES.iter().find(|k| *k == r)).copied().unwrap_or("other")
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,6 +103,7 @@ pub struct Metrics {
     duration: Family<ControllerLabels, Histogram>,
     kube_requests: Family<VerbLabels, Counter>,
     applies: Family<ApplyLabels, Counter>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -103,16 +123,8 @@ impl Metrics {
         });
         let kube_requests = Family::<VerbLabels, Counter>::default();
         let applies = Family::<ApplyLabels, Counter>::default();
-        registry.register(
-            "reconciles",
-            "Reconciles started, by controller",
-            reconciles.clone(),
-        );
-        registry.register(
-            "reconcile_errors",
-            "Failed reconciles, by controller and error category",
-            errors.clone(),
-        );
+        registry.register("reconciles", "Reconciles started, by controller", reconciles.clone());
+        registry.register("reconcile_errors", "Failed reconciles, by controller and error category", errors.clone());
         registry.register(
             "reconcile_duration_seconds",
             "Reconcile duration in seconds, by controller",
@@ -120,54 +132,47 @@ impl Metrics {
         );
         registry.register(
             "kube_requests",
-            "Requests sent to the Kubernetes API, by verb (get includes list; watch separate)",
+            "Requests sent to the Kubernetes API, by verb (get includes list; watch separate) and resource",
             kube_requests.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this instance may write (holds the lease, or election is off)",
+            leader.clone(),
         );
         registry.register(
             "child_applies",
             "Desired children by kind and outcome (applied: server-side apply sent; skipped: already converged)",
             applies.clone(),
         );
-        Self {
-            registry: Arc::new(registry),
-            reconciles,
-            errors,
-            duration,
-            kube_requests,
-            applies,
-        }
+        Self { registry: Arc::new(registry), reconciles, errors, duration, kube_requests, applies, leader }
     }
 
     /// Counts a reconcile start.
     pub fn reconcile_started(&self, controller: &'static str) {
-        self.reconciles
-            .get_or_create(&ControllerLabels { controller })
-            .inc();
+        self.reconciles.get_or_create(&ControllerLabels { controller }).inc();
     }
 
     /// Records a reconcile's duration in seconds.
     pub fn reconcile_finished(&self, controller: &'static str, elapsed: Duration) {
-        self.duration
-            .get_or_create(&ControllerLabels { controller })
-            .observe(elapsed.as_secs_f64());
+        self.duration.get_or_create(&ControllerLabels { controller }).observe(elapsed.as_secs_f64());
     }
 
     /// Counts a failed reconcile by category.
     pub fn reconcile_failed(&self, controller: &'static str, category: Category) {
-        self.errors
-            .get_or_create(&ErrorLabels {
-                controller,
-                category: category.as_str(),
-            })
-            .inc();
+        self.errors.get_or_create(&ErrorLabels { controller, category: category.as_str() }).inc();
     }
 
     /// Counts one desired child: `applied` true when an apply was sent.
     pub fn child_apply(&self, kind: &'static str, applied: bool) {
         let outcome = if applied { "applied" } else { "skipped" };
-        self.applies
-            .get_or_create(&ApplyLabels { kind, outcome })
-            .inc();
+        self.applies.get_or_create(&ApplyLabels { kind, outcome }).inc();
+    }
+
+    /// Records whether this instance is the leader.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     /// The Prometheus text exposition of every metric.
@@ -180,9 +185,7 @@ impl Metrics {
 
     /// A tower layer for the kube client that counts requests by verb.
     pub fn request_layer(&self) -> RequestCountLayer {
-        RequestCountLayer {
-            counter: self.kube_requests.clone(),
-        }
+        RequestCountLayer { counter: self.kube_requests.clone() }
     }
 }
 
@@ -195,10 +198,7 @@ pub struct RequestCountLayer {
 impl<S> Layer<S> for RequestCountLayer {
     type Service = RequestCount<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequestCount {
-            inner,
-            counter: self.counter.clone(),
-        }
+        RequestCount { inner, counter: self.counter.clone() }
     }
 }
 
@@ -222,10 +222,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let watch = request
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
+        let watch = request.uri().query().is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
         let verb = match *request.method() {
             http::Method::GET if watch => "watch",
             http::Method::GET => "get",
@@ -235,7 +232,8 @@ where
             http::Method::DELETE => "delete",
             _ => "other",
         };
-        self.counter.get_or_create(&VerbLabels { verb }).inc();
+        let resource = resource_of(request.uri().path());
+        self.counter.get_or_create(&VerbLabels { verb, resource }).inc();
         self.inner.call(request)
     }
 }
@@ -255,16 +253,12 @@ impl Default for Health {
 impl Health {
     /// Health that turns ready after `controllers` calls of [`Health::set_ready`].
     pub fn new(controllers: usize) -> Self {
-        Self {
-            pending: Arc::new(AtomicUsize::new(controllers)),
-        }
+        Self { pending: Arc::new(AtomicUsize::new(controllers)) }
     }
 
     /// Records that one controller's caches are synced.
     pub fn set_ready(&self) {
-        let _ = self
-            .pending
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let _ = self.pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     /// Whether every controller has synced.
@@ -283,18 +277,11 @@ struct AdminState {
 /// background. Returns the bound address, which is also logged.
 ///
 /// Errors: the bind error (address in use, permission).
-pub async fn serve_admin(
-    addr: SocketAddr,
-    metrics: Metrics,
-    health: Health,
-) -> std::io::Result<SocketAddr> {
+pub async fn serve_admin(addr: SocketAddr, metrics: Metrics, health: Health) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = Router::new()
-        .route(
-            "/metrics",
-            get(|State(s): State<AdminState>| async move { s.metrics.encode() }),
-        )
+        .route("/metrics", get(|State(s): State<AdminState>| async move { s.metrics.encode() }))
         .route("/livez", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -327,11 +314,19 @@ mod tests {
         metrics.reconcile_failed("solutionstack", Category::KubeApi);
         metrics.child_apply("Deployment", false);
         let text = metrics.encode();
-        assert!(
-            text.contains("citystack_reconciles_total{controller=\"solutionstack\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("citystack_reconciles_total{controller=\"solutionstack\"} 1"), "{text}");
         assert!(text.contains("category=\"KubeApi\""), "{text}");
         assert!(text.contains("outcome=\"skipped\""), "{text}");
+    }
+
+    #[test]
+    fn resources_come_from_a_fixed_set() {
+        assert_eq!(resource_of("/apis/citystack.io/v1alpha1/namespaces/a/solutionstacks/b/status"), "solutionstacks");
+        assert_eq!(resource_of("/apis/apps/v1/namespaces/a/deployments"), "deployments");
+        assert_eq!(resource_of("/api/v1/namespaces/a/secrets/s"), "secrets");
+        assert_eq!(resource_of("/apis/apps/v1/deployments"), "deployments");
+        assert_eq!(resource_of("/api/v1/namespaces/x"), "namespaces");
+        assert_eq!(resource_of("/apis/coordination.k8s.io/v1/namespaces/a/leases/citystack"), "leases");
+        assert_eq!(resource_of("/apis/example.com/v1/namespaces/a/widgets"), "other");
     }
 }

@@ -22,18 +22,8 @@ pub struct ConditionSpec {
 
 impl ConditionSpec {
     /// A condition of `type_` with the given status, reason and message.
-    pub fn new(
-        type_: &'static str,
-        status: bool,
-        reason: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            type_,
-            status,
-            reason: reason.into(),
-            message: message.into(),
-        }
+    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { type_, status, reason: reason.into(), message: message.into() }
     }
 }
 
@@ -77,20 +67,10 @@ mod tests {
 
     #[test]
     fn keeps_transition_time_while_status_holds() {
-        let first = merge_conditions(
-            &[],
-            &[ConditionSpec::new("Ready", false, "RollingOut", "1/2")],
-            Some(1),
-            &at(10),
-        );
+        let first = merge_conditions(&[], &[ConditionSpec::new("Ready", false, "RollingOut", "1/2")], Some(1), &at(10));
         let second = merge_conditions(
             &first,
-            &[ConditionSpec::new(
-                "Ready",
-                false,
-                "RollingOut",
-                "2/2 updated",
-            )],
+            &[ConditionSpec::new("Ready", false, "RollingOut", "2/2 updated")],
             Some(2),
             &at(20),
         );
@@ -101,18 +81,8 @@ mod tests {
 
     #[test]
     fn flips_set_new_transition_time() {
-        let first = merge_conditions(
-            &[],
-            &[ConditionSpec::new("Ready", false, "RollingOut", "")],
-            Some(1),
-            &at(10),
-        );
-        let second = merge_conditions(
-            &first,
-            &[ConditionSpec::new("Ready", true, "Available", "")],
-            Some(1),
-            &at(20),
-        );
+        let first = merge_conditions(&[], &[ConditionSpec::new("Ready", false, "RollingOut", "")], Some(1), &at(10));
+        let second = merge_conditions(&first, &[ConditionSpec::new("Ready", true, "Available", "")], Some(1), &at(20));
         assert_eq!(second[0].status, "True");
         assert_eq!(second[0].last_transition_time, at(20));
     }
@@ -121,19 +91,11 @@ mod tests {
     fn dropped_conditions_disappear_and_order_follows_desired() {
         let first = merge_conditions(
             &[],
-            &[
-                ConditionSpec::new("Ready", false, "X", ""),
-                ConditionSpec::new("Paused", true, "Paused", ""),
-            ],
+            &[ConditionSpec::new("Ready", false, "X", ""), ConditionSpec::new("Paused", true, "Paused", "")],
             Some(1),
             &at(10),
         );
-        let second = merge_conditions(
-            &first,
-            &[ConditionSpec::new("Ready", false, "X", "")],
-            Some(1),
-            &at(20),
-        );
+        let second = merge_conditions(&first, &[ConditionSpec::new("Ready", false, "X", "")], Some(1), &at(20));
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].type_, "Ready");
     }
@@ -141,12 +103,7 @@ mod tests {
     #[test]
     fn long_messages_are_bounded() {
         let long = "x".repeat(5000);
-        let merged = merge_conditions(
-            &[],
-            &[ConditionSpec::new("Ready", false, "X", long)],
-            None,
-            &at(1),
-        );
+        let merged = merge_conditions(&[], &[ConditionSpec::new("Ready", false, "X", long)], None, &at(1));
         assert!(merged[0].message.len() <= MAX_MESSAGE);
     }
 }

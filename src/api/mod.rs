@@ -5,8 +5,8 @@ pub mod stack;
 
 pub use condition::{ConditionSpec, merge_conditions};
 pub use stack::{
-    Binding, BindingEnv, BindingStatus, Component, ComponentState, ComponentStatus, Expose,
-    LocalRef, Port, Protocol, SolutionStack, SolutionStackSpec, SolutionStackStatus,
+    Binding, BindingEnv, BindingStatus, Component, ComponentState, ComponentStatus, Expose, LocalRef, Port, Protocol,
+    SolutionStack, SolutionStackSpec, SolutionStackStatus,
 };
 
 use kube::CustomResourceExt;
@@ -31,21 +31,10 @@ mod tests {
     #[test]
     fn crds_folder_matches_generated() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
+        let mut files: Vec<_> = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
         files.sort();
-        let on_disk: String = files
-            .iter()
-            .filter_map(|f| std::fs::read_to_string(f).ok())
-            .collect();
+        let on_disk: String = files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect();
         let generated = super::crds_yaml().unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            on_disk == generated,
-            "crds/ differs from `citystack crds`: run `make crds`"
-        );
+        assert!(on_disk == generated, "crds/ differs from `citystack crds`: run `make crds`");
     }
 }

@@ -7,9 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    EnvFromSource, EnvVar, Probe, ResourceRequirements, SecurityContext, Toleration,
-};
+use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, Probe, ResourceRequirements, SecurityContext, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -63,10 +61,7 @@ pub struct SolutionStackSpec {
     /// Catalog name of the solution (e.g. `smart-transport`), copied to the label
     /// `citystack.io/solution` on every child. A label value: at most 63 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 63),
-        regex(pattern = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-    )]
+    #[schemars(length(max = 63), regex(pattern = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"))]
     pub solution: Option<String>,
 
     /// When true the operator only observes: it writes status (with a `Paused` condition) and
@@ -128,10 +123,7 @@ pub struct LocalRef {
 pub struct Component {
     /// Component name: a DNS-1035 label, unique across components and bindings. The
     /// Deployment and Service are named `<stack>-<name>`.
-    #[schemars(
-        length(min = 1, max = 62),
-        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 62), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
 
     /// Container image reference, e.g. `registry.example/traffic-ingest:1.4.2`.
@@ -230,10 +222,7 @@ pub struct Component {
 pub struct Port {
     /// Port name, an IANA service name (RFC 6335): at most 15 characters; probes and the
     /// Service's targetPort refer to it.
-    #[schemars(
-        length(min = 1, max = 15),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 15), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// Container port number.
     #[schemars(range(min = 1, max = 65535))]
@@ -316,10 +305,7 @@ impl Expose {
 pub struct Binding {
     /// Binding name: a DNS-1035 label, unique across components and bindings; the mount
     /// folder under `/bindings`.
-    #[schemars(
-        length(min = 1, max = 62),
-        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 62), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
 
     /// Bring your own Secret (same namespace), holding servicebinding.io keys such as `type`,
@@ -339,10 +325,7 @@ pub struct Binding {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct BindingEnv {
     /// Variable name (a C identifier), e.g. `DB_HOST`.
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
-    )]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub name: String,
     /// Key in the bound Secret, e.g. `host`.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]

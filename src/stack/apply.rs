@@ -15,10 +15,29 @@ use serde::de::DeserializeOwned;
 
 use crate::api::SolutionStack;
 use crate::error::{Error, Result};
+use crate::leader::LeaderGate;
 use crate::naming::{FIELD_MANAGER, label};
 use crate::stack::drift;
 use crate::stack::render::{ChildKind, DesiredChild};
 use crate::telemetry::Metrics;
+
+/// What every write needs: the client, the leader gate and the metrics.
+#[derive(Clone)]
+pub struct Writer {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Only the leader writes.
+    pub gate: LeaderGate,
+    /// Apply outcomes are counted here.
+    pub metrics: Metrics,
+}
+
+impl Writer {
+    /// Errors: `NotLeader` when this instance must not write now.
+    pub fn may_write(&self) -> Result<()> {
+        if self.gate.is_leader() { Ok(()) } else { Err(Error::NotLeader) }
+    }
+}
 
 /// A write the operator made to a child, reported as an Event on the stack.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,11 +63,10 @@ pub struct Applied<K> {
 /// Errors: `KubeApi` if the apply is rejected or fails; `Serialization` if the cached object
 /// cannot be encoded (a bug).
 pub async fn apply_child<K>(
-    client: &Client,
+    writer: &Writer,
     cache: &Store<K>,
     namespace: &str,
     child: &DesiredChild,
-    metrics: &Metrics,
 ) -> Result<Applied<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -62,33 +80,20 @@ where
         let value = serde_json::to_value(observed.as_ref())
             .map_err(|e| Error::encoding(format!("{} {}", child.kind.as_str(), child.name), e))?;
         if drift::converged(&child.object, &value) {
-            metrics.child_apply(child.kind.as_str(), false);
-            return Ok(Applied {
-                object: observed.as_ref().clone(),
-                change: None,
-            });
+            writer.metrics.child_apply(child.kind.as_str(), false);
+            return Ok(Applied { object: observed.as_ref().clone(), change: None });
         }
     }
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    writer.may_write()?;
+    let api: Api<K> = Api::namespaced(writer.client.clone(), namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let object = api
         .patch(&child.name, &params, &Patch::Apply(&child.object))
         .await
         .map_err(|e| Error::kube(format!("apply {} {}", child.kind.as_str(), child.name), e))?;
-    metrics.child_apply(child.kind.as_str(), true);
-    let action = if cached.is_some() {
-        "Updated"
-    } else {
-        "Created"
-    };
-    Ok(Applied {
-        object,
-        change: Some(Change {
-            action,
-            kind: child.kind,
-            name: child.name.clone(),
-        }),
-    })
+    writer.metrics.child_apply(child.kind.as_str(), true);
+    let action = if cached.is_some() { "Updated" } else { "Created" };
+    Ok(Applied { object, change: Some(Change { action, kind: child.kind, name: child.name.clone() }) })
 }
 
 /// Deletes the Deployments and Services that belong to `stack` (label and controller
@@ -97,7 +102,7 @@ where
 ///
 /// Errors: `KubeApi` on the first failed delete.
 pub async fn prune(
-    client: &Client,
+    writer: &Writer,
     deployments: &Store<Deployment>,
     services: &Store<Service>,
     stack: &SolutionStack,
@@ -105,10 +110,10 @@ pub async fn prune(
 ) -> Result<Vec<Change>> {
     let mut changes = Vec::new();
     for name in orphans(deployments, stack, ChildKind::Deployment, keep) {
-        delete::<Deployment>(client, stack, &name, ChildKind::Deployment, &mut changes).await?;
+        delete::<Deployment>(writer, stack, &name, ChildKind::Deployment, &mut changes).await?;
     }
     for name in orphans(services, stack, ChildKind::Service, keep) {
-        delete::<Service>(client, stack, &name, ChildKind::Service, &mut changes).await?;
+        delete::<Service>(writer, stack, &name, ChildKind::Service, &mut changes).await?;
     }
     Ok(changes)
 }
@@ -124,11 +129,7 @@ fn orphans<K: Resource<DynamicType = ()> + Clone>(
         .state()
         .iter()
         .filter(|o| o.namespace() == namespace && o.labels().get(label::INSTANCE) == Some(&name))
-        .filter(|o| {
-            o.owner_references()
-                .iter()
-                .any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref())
-        })
+        .filter(|o| o.owner_references().iter().any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref()))
         .filter(|o| !keep.contains(&(kind, o.name_any())))
         .filter_map(|o| Some((o.name_any(), o.uid()?)))
         .collect();
@@ -137,25 +138,20 @@ fn orphans<K: Resource<DynamicType = ()> + Clone>(
 }
 
 async fn delete<K>(
-    client: &Client,
+    writer: &Writer,
     stack: &SolutionStack,
     (name, uid): &(String, String),
     kind: ChildKind,
     changes: &mut Vec<Change>,
 ) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), &stack.namespace().unwrap_or_default());
+    writer.may_write()?;
+    let api: Api<K> = Api::namespaced(writer.client.clone(), &stack.namespace().unwrap_or_default());
     // The UID precondition makes sure we delete the object we judged, not a namesake.
     let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: Some(uid.clone()),
-            resource_version: None,
-        }),
+        preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
         ..DeleteParams::background()
     };
     match api.delete(name, &params).await {
@@ -163,10 +159,6 @@ where
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
         Err(e) => return Err(Error::kube(format!("prune {} {name}", kind.as_str()), e)),
     }
-    changes.push(Change {
-        action: "Pruned",
-        kind,
-        name: name.clone(),
-    });
+    changes.push(Change { action: "Pruned", kind, name: name.clone() });
     Ok(())
 }

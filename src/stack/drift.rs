@@ -14,14 +14,8 @@ use crate::naming::DESIRED_HASH_ANNOTATION;
 /// Whether `observed` already carries `desired`: same recorded hash, and every desired field
 /// present with an equivalent value.
 pub fn converged(desired: &Value, observed: &Value) -> bool {
-    let hash = |v: &Value| {
-        v.pointer("/metadata/annotations")
-            .and_then(|a| a.get(DESIRED_HASH_ANNOTATION))
-            .cloned()
-    };
-    hash(desired).is_some()
-        && hash(desired) == hash(observed)
-        && is_subset(desired, observed, false)
+    let hash = |v: &Value| v.pointer("/metadata/annotations").and_then(|a| a.get(DESIRED_HASH_ANNOTATION)).cloned();
+    hash(desired).is_some() && hash(desired) == hash(observed) && is_subset(desired, observed, false)
 }
 
 /// Whether every field of `desired` appears in `observed` with an equivalent value.
@@ -34,25 +28,15 @@ pub fn converged(desired: &Value, observed: &Value) -> bool {
 pub fn is_subset(desired: &Value, observed: &Value, in_quantities: bool) -> bool {
     match (desired, observed) {
         (Value::Object(d), Value::Object(o)) => d.iter().all(|(key, dv)| match o.get(key) {
-            Some(ov) => is_subset(
-                dv,
-                ov,
-                in_quantities || matches!(key.as_str(), "limits" | "requests"),
-            ),
+            Some(ov) => is_subset(dv, ov, in_quantities || matches!(key.as_str(), "limits" | "requests")),
             None => is_empty(dv),
         }),
         (Value::Array(d), Value::Array(o)) => {
             let named = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_owned);
             if !d.is_empty() && d.iter().all(|v| named(v).is_some()) {
-                d.iter().all(|dv| {
-                    o.iter()
-                        .any(|ov| named(ov) == named(dv) && is_subset(dv, ov, in_quantities))
-                })
+                d.iter().all(|dv| o.iter().any(|ov| named(ov) == named(dv) && is_subset(dv, ov, in_quantities)))
             } else {
-                d.len() == o.len()
-                    && d.iter()
-                        .zip(o)
-                        .all(|(dv, ov)| is_subset(dv, ov, in_quantities))
+                d.len() == o.len() && d.iter().zip(o).all(|(dv, ov)| is_subset(dv, ov, in_quantities))
             }
         }
         (Value::Null, _) => true,
@@ -90,9 +74,7 @@ pub fn quantity_eq(a: &str, b: &str) -> bool {
 
 fn parse_quantity(text: &str) -> Option<f64> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-')))
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-'))).unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     let number: f64 = number.parse().ok()?;
     let factor = match suffix {
@@ -125,7 +107,8 @@ mod tests {
 
     #[test]
     fn defaults_added_by_the_server_are_not_drift() {
-        let desired = json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}});
+        let desired =
+            json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}});
         let observed = json!({"spec": {"replicas": 2, "progressDeadlineSeconds": 600,
             "template": {"spec": {"containers": [{"name": "a", "image": "x", "imagePullPolicy": "IfNotPresent"}]}}}});
         assert!(is_subset(&desired, &observed, false));
@@ -134,17 +117,9 @@ mod tests {
     #[test]
     fn hand_edits_are_drift() {
         let desired = json!({"spec": {"replicas": 2}});
-        assert!(!is_subset(
-            &desired,
-            &json!({"spec": {"replicas": 5}}),
-            false
-        ));
+        assert!(!is_subset(&desired, &json!({"spec": {"replicas": 5}}), false));
         let desired = json!({"containers": [{"name": "a", "image": "x:1"}]});
-        assert!(!is_subset(
-            &desired,
-            &json!({"containers": [{"name": "a", "image": "x:2"}]}),
-            false
-        ));
+        assert!(!is_subset(&desired, &json!({"containers": [{"name": "a", "image": "x:2"}]}), false));
         assert!(!is_subset(&desired, &json!({"containers": []}), false));
     }
 
@@ -158,35 +133,23 @@ mod tests {
     #[test]
     fn quantities_compare_by_value_only_under_resources() {
         let desired = json!({"resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}, "limits": {"cpu": 1}}});
-        let observed = json!({"resources": {"requests": {"cpu": "500m", "memory": "1073741824"}, "limits": {"cpu": "1"}}});
+        let observed =
+            json!({"resources": {"requests": {"cpu": "500m", "memory": "1073741824"}, "limits": {"cpu": "1"}}});
         assert!(is_subset(&desired, &observed, false));
-        assert!(!is_subset(
-            &json!({"image": "1k"}),
-            &json!({"image": "1000"}),
-            false
-        ));
+        assert!(!is_subset(&json!({"image": "1k"}), &json!({"image": "1000"}), false));
         assert!(!quantity_eq("100m", "1"));
         assert!(quantity_eq("1e3", "1k"));
     }
 
     #[test]
     fn int_or_string_forms_are_equal() {
-        assert!(is_subset(
-            &json!({"port": 8080}),
-            &json!({"port": "8080"}),
-            false
-        ));
-        assert!(!is_subset(
-            &json!({"port": "http"}),
-            &json!({"port": 8080}),
-            false
-        ));
+        assert!(is_subset(&json!({"port": 8080}), &json!({"port": "8080"}), false));
+        assert!(!is_subset(&json!({"port": "http"}), &json!({"port": 8080}), false));
     }
 
     #[test]
     fn converged_needs_the_recorded_hash() {
-        let desired =
-            json!({"metadata": {"annotations": {DESIRED_HASH_ANNOTATION: "h2"}}, "spec": {"a": 1}});
+        let desired = json!({"metadata": {"annotations": {DESIRED_HASH_ANNOTATION: "h2"}}, "spec": {"a": 1}});
         let stale = json!({"metadata": {"annotations": {DESIRED_HASH_ANNOTATION: "h1"}}, "spec": {"a": 1, "b": 2}});
         assert!(!converged(&desired, &stale));
         let fresh = json!({"metadata": {"annotations": {DESIRED_HASH_ANNOTATION: "h2"}}, "spec": {"a": 1, "b": 2}});

@@ -28,6 +28,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{SolutionStack, SolutionStackStatus};
 use crate::error::{Error, Result, bounded};
+use crate::leader::LeaderGate;
 use crate::naming::{self, FIELD_MANAGER};
 use crate::telemetry::{Health, Metrics};
 use render::ChildKind;
@@ -50,12 +51,11 @@ pub struct Settings {
 
 /// Shared state of the reconciles.
 pub struct Context {
-    client: Client,
+    writer: apply::Writer,
     deployments: Store<Deployment>,
     services: Store<Service>,
     secrets: SecretResolver,
     recorder: Recorder,
-    metrics: Metrics,
     resync: Duration,
     failures: Mutex<HashMap<ObjectRef<SolutionStack>, usize>>,
     /// True once every cache finished its first list. A watch channel, because a store's own
@@ -70,6 +70,7 @@ pub async fn run(
     settings: Settings,
     metrics: Metrics,
     health: Health,
+    leader: LeaderGate,
     shutdown: CancellationToken,
 ) {
     let scoped = |client: &Client| match &settings.namespace {
@@ -79,12 +80,9 @@ pub async fn run(
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client.clone(), ns),
         ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
+        None => {
+            (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()))
+        }
     };
     let (stacks, deployments, services, secrets): (
         Api<SolutionStack>,
@@ -96,17 +94,11 @@ pub async fn run(
     // Owned children: label-selected, managedFields stripped, kept in stores for diffing.
     let owned = watcher::Config::default().labels(&naming::managed_selector());
     let (deploy_store, deploy_writer) = reflector::store();
-    let deploy_stream = watcher(deployments, owned.clone())
-        .default_backoff()
-        .modify(strip)
-        .reflect(deploy_writer)
-        .touched_objects();
+    let deploy_stream =
+        watcher(deployments, owned.clone()).default_backoff().modify(strip).reflect(deploy_writer).touched_objects();
     let (service_store, service_writer) = reflector::store();
-    let service_stream = watcher(services, owned)
-        .default_backoff()
-        .modify(strip)
-        .reflect(service_writer)
-        .touched_objects();
+    let service_stream =
+        watcher(services, owned).default_backoff().modify(strip).reflect(service_writer).touched_objects();
     // User Secrets: metadata only; a change wakes the stacks that bind them.
     let (secret_store, secret_writer) = reflector::store();
     let secret_stream = watcher(secrets, watcher::Config::default())
@@ -122,29 +114,20 @@ pub async fn run(
         .applied_objects();
 
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
-    let reporter = Reporter {
-        controller: "citystack".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
+    let reporter = Reporter { controller: "citystack".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
-        client: client.clone(),
+        writer: apply::Writer { client: client.clone(), gate: leader.clone(), metrics },
         deployments: deploy_store.clone(),
         services: service_store.clone(),
         secrets: SecretResolver::new(client.clone(), secret_store.clone()),
         recorder: Recorder::new(client.clone(), reporter),
-        metrics,
         resync: settings.resync,
         failures: Mutex::new(HashMap::new()),
         synced,
     });
 
     let ready = {
-        let (a, b, c, d) = (
-            deploy_store.clone(),
-            service_store.clone(),
-            secret_store.clone(),
-            stack_store.clone(),
-        );
+        let (a, b, c, d) = (deploy_store.clone(), service_store.clone(), secret_store.clone(), stack_store.clone());
         async move {
             let synced = futures::future::join4(
                 a.wait_until_ready(),
@@ -162,6 +145,17 @@ pub async fn run(
     };
     tokio::spawn(ready);
 
+    // Becoming leader reconciles every stack: followers dropped their requeues.
+    let promotions = futures::stream::unfold(leader.changes(), |mut changes| async move {
+        loop {
+            if changes.changed().await.is_err() {
+                return None;
+            }
+            if *changes.borrow_and_update() {
+                return Some(((), changes));
+            }
+        }
+    });
     let secret_index = stack_store.clone();
     let config = controller::Config::default().concurrency(settings.concurrency);
     let stop = shutdown.clone();
@@ -169,9 +163,8 @@ pub async fn run(
         .with_config(config)
         .owns_stream(deploy_stream)
         .owns_stream(service_stream)
-        .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
-            stacks_binding(&secret_index, &secret)
-        })
+        .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| stacks_binding(&secret_index, &secret))
+        .reconcile_all_on(promotions)
         .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -191,21 +184,13 @@ fn strip<K: Resource>(object: &mut K) {
 }
 
 /// The stacks in the Secret's namespace that bind it by name.
-fn stacks_binding(
-    stacks: &Store<SolutionStack>,
-    secret: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<SolutionStack>> {
+fn stacks_binding(stacks: &Store<SolutionStack>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<SolutionStack>> {
     let (namespace, name) = (secret.namespace(), secret.name_any());
     stacks
         .state()
         .iter()
         .filter(|s| s.namespace() == namespace)
-        .filter(|s| {
-            s.spec
-                .bindings
-                .iter()
-                .any(|b| b.secret_ref.as_ref().is_some_and(|r| r.name == name))
-        })
+        .filter(|s| s.spec.bindings.iter().any(|b| b.secret_ref.as_ref().is_some_and(|r| r.name == name)))
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
 }
@@ -219,10 +204,14 @@ async fn reconcile(stack: Arc<SolutionStack>, ctx: Arc<Context>) -> Result<Actio
     );
     async move {
         let started = Instant::now();
-        ctx.metrics.reconcile_started(CONTROLLER);
-        let result = reconcile_inner(&stack, &ctx).await;
-        ctx.metrics
-            .reconcile_finished(CONTROLLER, started.elapsed());
+        ctx.writer.metrics.reconcile_started(CONTROLLER);
+        let result = match reconcile_inner(&stack, &ctx).await {
+            // A follower (or a leader that lost its lease mid-reconcile) stops here; the
+            // leader reconciles every stack when it takes over.
+            Err(Error::NotLeader) => Ok(Action::await_change()),
+            other => other,
+        };
+        ctx.writer.metrics.reconcile_finished(CONTROLLER, started.elapsed());
         if let (Ok(_), Ok(mut failures)) = (&result, ctx.failures.lock()) {
             failures.remove(&ObjectRef::from_obj(stack.as_ref()));
         }
@@ -238,6 +227,7 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     if ctx.synced.clone().wait_for(|synced| *synced).await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    ctx.writer.may_write()?;
     let namespace = stack.namespace().unwrap_or_default();
     // Deleting: children go with the garbage collector (ownerReferences); nothing to do.
     if stack.meta().deletion_timestamp.is_some() {
@@ -261,17 +251,10 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     let mut services: BTreeMap<String, String> = BTreeMap::new();
     for component in &stack.spec.components {
         let child = naming::child_name(&stack_name, &component.name);
-        if let Some(d) = ctx
-            .deployments
-            .get(&ObjectRef::new(&child).within(&namespace))
-        {
+        if let Some(d) = ctx.deployments.get(&ObjectRef::new(&child).within(&namespace)) {
             deployments.insert(component.name.clone(), d.as_ref().clone());
         }
-        if ctx
-            .services
-            .get(&ObjectRef::new(&child).within(&namespace))
-            .is_some()
-        {
+        if ctx.services.get(&ObjectRef::new(&child).within(&namespace)).is_some() {
             services.insert(component.name.clone(), format!("{child}.{namespace}.svc"));
         }
     }
@@ -315,7 +298,7 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
             plans.insert(name.clone(), Plan::Applied);
         }
         if transient.is_none() {
-            match apply::prune(&ctx.client, &ctx.deployments, &ctx.services, stack, &keep).await {
+            match apply::prune(&ctx.writer, &ctx.deployments, &ctx.services, stack, &keep).await {
                 Ok(mut pruned) => changes.append(&mut pruned),
                 Err(error) => transient = Some(error),
             }
@@ -334,8 +317,7 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     }
 
     // 6. status (pure), written only when it changed
-    let now =
-        Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
+    let now = Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
     let observation = Observation {
         stack,
         spec_error,
@@ -352,7 +334,7 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
         return Err(error);
     }
     if let Err(error) = validated {
-        ctx.metrics.reconcile_failed(CONTROLLER, error.category());
+        ctx.writer.metrics.reconcile_failed(CONTROLLER, error.category());
         // An invalid spec cannot heal by retrying: wait for the next change.
         return Ok(Action::await_change());
     }
@@ -369,11 +351,7 @@ fn waits_for(
     deployments: &BTreeMap<String, Deployment>,
 ) -> Vec<(String, String)> {
     let mut waits = Vec::new();
-    let mut names: Vec<&String> = component
-        .depends_on
-        .iter()
-        .chain(component.uses.iter())
-        .collect();
+    let mut names: Vec<&String> = component.depends_on.iter().chain(component.uses.iter()).collect();
     names.sort();
     names.dedup();
     for dep in names {
@@ -407,30 +385,13 @@ async fn apply_component<'a>(
         keep.insert((child.kind, child.name.clone()));
         match child.kind {
             ChildKind::Deployment => {
-                let applied = apply::apply_child(
-                    &ctx.client,
-                    &ctx.deployments,
-                    namespace,
-                    child,
-                    &ctx.metrics,
-                )
-                .await?;
+                let applied = apply::apply_child(&ctx.writer, &ctx.deployments, namespace, child).await?;
                 deployments.insert(child.component.clone(), applied.object);
                 changes.extend(applied.change);
             }
             ChildKind::Service => {
-                let applied = apply::apply_child::<Service>(
-                    &ctx.client,
-                    &ctx.services,
-                    namespace,
-                    child,
-                    &ctx.metrics,
-                )
-                .await?;
-                services.insert(
-                    child.component.clone(),
-                    format!("{}.{namespace}.svc", child.name),
-                );
+                let applied = apply::apply_child::<Service>(&ctx.writer, &ctx.services, namespace, child).await?;
+                services.insert(child.component.clone(), format!("{}.{namespace}.svc", child.name));
                 changes.extend(applied.change);
             }
         }
@@ -438,38 +399,23 @@ async fn apply_component<'a>(
     Ok(changes)
 }
 
-async fn write_status(
-    ctx: &Context,
-    stack: &SolutionStack,
-    status: SolutionStackStatus,
-) -> Result<()> {
+async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStackStatus) -> Result<()> {
     if stack.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let previous_reason = stack
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.reason.clone());
-    let ready = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .cloned();
-    let api: Api<SolutionStack> =
-        Api::namespaced(ctx.client.clone(), &stack.namespace().unwrap_or_default());
+    let previous_reason =
+        stack.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).map(|c| c.reason.clone());
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").cloned();
+    ctx.writer.may_write()?;
+    let api: Api<SolutionStack> = Api::namespaced(ctx.writer.client.clone(), &stack.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": SolutionStack::api_version(&()),
         "kind": SolutionStack::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &stack.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|e| Error::kube("write SolutionStack status", e))?;
+    api.patch_status(&stack.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|e| Error::kube("write SolutionStack status", e))?;
     // One Event per change of the Ready reason, so a waiting or failing stack does not spam.
     if let Some(ready) = ready.filter(|r| Some(&r.reason) != previous_reason.as_ref()) {
         let type_ = if ready.status == "True" || ready.reason == status::REASON_ROLLING_OUT {
@@ -483,13 +429,7 @@ async fn write_status(
 }
 
 /// Publishes an Event on the stack. Failing to publish is logged, not fatal.
-async fn publish(
-    ctx: &Context,
-    stack: &SolutionStack,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
+async fn publish(ctx: &Context, stack: &SolutionStack, type_: EventType, reason: &str, note: String) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
@@ -503,14 +443,12 @@ async fn publish(
 }
 
 fn error_policy(stack: Arc<SolutionStack>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(CONTROLLER, error.category());
+    ctx.writer.metrics.reconcile_failed(CONTROLLER, error.category());
     let attempt = ctx
         .failures
         .lock()
         .map(|mut failures| {
-            let count = failures
-                .entry(ObjectRef::from_obj(stack.as_ref()))
-                .or_insert(0);
+            let count = failures.entry(ObjectRef::from_obj(stack.as_ref())).or_insert(0);
             *count += 1;
             *count
         })
@@ -525,12 +463,7 @@ fn error_policy(stack: Arc<SolutionStack>, error: &Error, ctx: Arc<Context>) -> 
         .nth(attempt.saturating_sub(1))
         .unwrap_or(Duration::from_secs(300));
     warn!(object.namespace = stack.namespace().unwrap_or_default(), object.name = stack.name_any(), category = %error.category(), %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
-    let (ctx2, stack2, reason, note) = (
-        ctx.clone(),
-        stack.clone(),
-        error.category().as_str(),
-        error.to_string(),
-    );
+    let (ctx2, stack2, reason, note) = (ctx.clone(), stack.clone(), error.category().as_str(), error.to_string());
     tokio::spawn(async move { publish(&ctx2, &stack2, EventType::Warning, reason, note).await });
     Action::requeue(delay)
 }

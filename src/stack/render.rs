@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, LocalObjectReference, PodSecurityContext, PodSpec,
-    PodTemplateSpec, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    Capabilities, Container, ContainerPort, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -69,12 +69,7 @@ pub fn render(
     for component in components {
         let name = naming::child_name(&stack.name_any(), &component.name);
         let deployment = render_deployment(stack, component, owner, resolved);
-        out.push(child(
-            ChildKind::Deployment,
-            name.clone(),
-            component,
-            &deployment,
-        )?);
+        out.push(child(ChildKind::Deployment, name.clone(), component, &deployment)?);
         if let Some(service) = render_service(stack, component, owner) {
             out.push(child(ChildKind::Service, name, component, &service)?);
         }
@@ -88,38 +83,22 @@ fn child<T: serde::Serialize>(
     component: &Component,
     object: &T,
 ) -> Result<DesiredChild> {
-    let mut object = serde_json::to_value(object)
-        .map_err(|e| Error::encoding(format!("{} {name}", kind.as_str()), e))?;
+    let mut object =
+        serde_json::to_value(object).map_err(|e| Error::encoding(format!("{} {name}", kind.as_str()), e))?;
     // The hash covers everything we set; serde_json maps are sorted, so it is stable.
     let hash = naming::short_hash(object.to_string().as_bytes());
-    if let Some(annotations) = object
-        .pointer_mut("/metadata/annotations")
-        .and_then(Value::as_object_mut)
-    {
+    if let Some(annotations) = object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
         annotations.insert(DESIRED_HASH_ANNOTATION.into(), Value::String(hash));
     }
-    Ok(DesiredChild {
-        kind,
-        name,
-        component: component.name.clone(),
-        object,
-    })
+    Ok(DesiredChild { kind, name, component: component.name.clone(), object })
 }
 
-fn metadata(
-    stack: &SolutionStack,
-    component: &Component,
-    owner: Option<&OwnerReference>,
-) -> ObjectMeta {
+fn metadata(stack: &SolutionStack, component: &Component, owner: Option<&OwnerReference>) -> ObjectMeta {
     let stack_name = stack.name_any();
     ObjectMeta {
         name: Some(naming::child_name(&stack_name, &component.name)),
         namespace: stack.namespace(),
-        labels: Some(naming::component_labels(
-            &stack_name,
-            &component.name,
-            stack.spec.solution.as_deref(),
-        )),
+        labels: Some(naming::component_labels(&stack_name, &component.name, stack.spec.solution.as_deref())),
         annotations: Some(BTreeMap::new()),
         owner_references: owner.map(|o| vec![o.clone()]),
         ..Default::default()
@@ -162,30 +141,17 @@ fn render_deployment(
         volume_mounts: non_empty(projection.mounts),
         ..Default::default()
     };
-    let annotations = projection
-        .hash
-        .map(|h| BTreeMap::from([(BINDING_HASH_ANNOTATION.to_owned(), h)]));
+    let annotations = projection.hash.map(|h| BTreeMap::from([(BINDING_HASH_ANNOTATION.to_owned(), h)]));
     let pod = PodSpec {
         containers: vec![container],
         image_pull_secrets: non_empty(
-            stack
-                .spec
-                .image_pull_secrets
-                .iter()
-                .map(|s| LocalObjectReference {
-                    name: s.name.clone(),
-                })
-                .collect(),
+            stack.spec.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.name.clone() }).collect(),
         ),
-        node_selector: (!component.node_selector.is_empty())
-            .then(|| component.node_selector.clone()),
+        node_selector: (!component.node_selector.is_empty()).then(|| component.node_selector.clone()),
         tolerations: non_empty(component.tolerations.clone()),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
             ..Default::default()
         }),
         volumes: non_empty(projection.volumes),
@@ -221,15 +187,9 @@ fn render_deployment(
 fn container_security(overrides: Option<&SecurityContext>) -> SecurityContext {
     let mut security = SecurityContext {
         allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
         run_as_non_root: Some(true),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
         ..Default::default()
     };
     if let Some(o) = overrides {
@@ -254,18 +214,11 @@ fn container_security(overrides: Option<&SecurityContext>) -> SecurityContext {
     security
 }
 
-fn render_service(
-    stack: &SolutionStack,
-    component: &Component,
-    owner: Option<&OwnerReference>,
-) -> Option<Service> {
+fn render_service(stack: &SolutionStack, component: &Component, owner: Option<&OwnerReference>) -> Option<Service> {
     if component.ports.is_empty() {
         return None;
     }
-    let type_ = component
-        .expose
-        .unwrap_or(Expose::ClusterIP)
-        .service_type()?;
+    let type_ = component.expose.unwrap_or(Expose::ClusterIP).service_type()?;
     let stack_name = stack.name_any();
     let mut ports: Vec<ServicePort> = component
         .ports
@@ -319,15 +272,12 @@ pub fn render_documents(text: &str) -> std::result::Result<String, String> {
     use serde::Deserialize;
     let mut out = String::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = serde_json::Value::deserialize(document)
-            .map_err(|e| format!("document {}: {e}", index + 1))?;
+        let value = serde_json::Value::deserialize(document).map_err(|e| format!("document {}: {e}", index + 1))?;
         if value.get("kind").and_then(Value::as_str) != Some("SolutionStack") {
             continue;
         }
-        let stack: SolutionStack =
-            serde_json::from_value(value).map_err(|e| format!("document {}: {e}", index + 1))?;
-        super::validate::validate(&stack.spec)
-            .map_err(|e| format!("SolutionStack {}: {e}", stack.name_any()))?;
+        let stack: SolutionStack = serde_json::from_value(value).map_err(|e| format!("document {}: {e}", index + 1))?;
+        super::validate::validate(&stack.spec).map_err(|e| format!("SolutionStack {}: {e}", stack.name_any()))?;
         let resolved = stack
             .spec
             .bindings
@@ -336,11 +286,7 @@ pub fn render_documents(text: &str) -> std::result::Result<String, String> {
                 let secret = b.secret_ref.as_ref()?;
                 Some((
                     b.name.clone(),
-                    ResolvedBinding {
-                        name: b.name.clone(),
-                        secret_name: secret.name.clone(),
-                        data_hash: None,
-                    },
+                    ResolvedBinding { name: b.name.clone(), secret_name: secret.name.clone(), data_hash: None },
                 ))
             })
             .collect();
@@ -392,10 +338,7 @@ mod tests {
         let out = example(text);
         assert!(out.contains("runAsUser: 1000"));
         assert!(out.contains("readOnlyRootFilesystem: true"));
-        assert!(
-            out.contains("allowPrivilegeEscalation: false"),
-            "defaults stay: {out}"
-        );
+        assert!(out.contains("allowPrivilegeEscalation: false"), "defaults stay: {out}");
     }
 
     #[test]

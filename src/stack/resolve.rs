@@ -50,11 +50,7 @@ pub struct SecretResolver {
 impl SecretResolver {
     /// A resolver over the metadata-only Secret cache `metadata`.
     pub fn new(client: Client, metadata: Store<PartialObjectMeta<Secret>>) -> Self {
-        Self {
-            client,
-            metadata,
-            hashed: Mutex::new(HashMap::new()),
-        }
+        Self { client, metadata, hashed: Mutex::new(HashMap::new()) }
     }
 
     /// Resolves every binding of `stack`, by binding name.
@@ -65,10 +61,7 @@ impl SecretResolver {
         let mut out = BTreeMap::new();
         for binding in &stack.spec.bindings {
             let state = match &binding.secret_ref {
-                Some(secret) => {
-                    self.resolve_secret(&namespace, binding, &secret.name)
-                        .await?
-                }
+                Some(secret) => self.resolve_secret(&namespace, binding, &secret.name).await?,
                 None => BindingState::NotReady {
                     category: Category::InvalidSpec,
                     message: format!("spec.bindings[{}] has no source", binding.name),
@@ -79,12 +72,7 @@ impl SecretResolver {
         Ok(out)
     }
 
-    async fn resolve_secret(
-        &self,
-        namespace: &str,
-        binding: &Binding,
-        name: &str,
-    ) -> Result<BindingState> {
+    async fn resolve_secret(&self, namespace: &str, binding: &Binding, name: &str) -> Result<BindingState> {
         let key = ObjectRef::<PartialObjectMeta<Secret>>::new(name).within(namespace);
         let missing = || BindingState::NotReady {
             category: Category::MissingReference,
@@ -99,10 +87,7 @@ impl SecretResolver {
             Some(hashed) => hashed,
             None => {
                 let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-                let Some(secret) = api
-                    .get_opt(name)
-                    .await
-                    .map_err(|e| Error::kube(format!("get Secret {name}"), e))?
+                let Some(secret) = api.get_opt(name).await.map_err(|e| Error::kube(format!("get Secret {name}"), e))?
                 else {
                     self.forget(&key);
                     return Ok(missing());
@@ -145,10 +130,7 @@ impl SecretResolver {
 
     fn cached(&self, key: &ObjectRef<PartialObjectMeta<Secret>>, version: &str) -> Option<Hashed> {
         let cache = self.hashed.lock().ok()?;
-        cache
-            .get(key)
-            .filter(|h| h.resource_version == version)
-            .cloned()
+        cache.get(key).filter(|h| h.resource_version == version).cloned()
     }
 
     fn forget(&self, key: &ObjectRef<PartialObjectMeta<Secret>>) {
@@ -159,9 +141,7 @@ impl SecretResolver {
 }
 
 /// The bindings that are ready, by name (the input `render` projects).
-pub fn ready_bindings(
-    states: &BTreeMap<String, BindingState>,
-) -> BTreeMap<String, ResolvedBinding> {
+pub fn ready_bindings(states: &BTreeMap<String, BindingState>) -> BTreeMap<String, ResolvedBinding> {
     states
         .iter()
         .filter_map(|(name, state)| match state {

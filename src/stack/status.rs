@@ -12,8 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::api::{
-    BindingStatus, ComponentState, ComponentStatus, ConditionSpec, SolutionStack,
-    SolutionStackStatus, merge_conditions,
+    BindingStatus, ComponentState, ComponentStatus, ConditionSpec, SolutionStack, SolutionStackStatus, merge_conditions,
 };
 use crate::error::{Category, Error};
 use crate::stack::resolve::BindingState;
@@ -71,22 +70,15 @@ pub fn rollout(deployment: &Deployment) -> Rollout {
             "waiting for the Deployment controller to observe generation {generation}"
         ));
     }
-    let deadline = status.conditions.iter().flatten().any(|c| {
-        c.type_ == "Progressing"
-            && c.status == "False"
-            && c.reason.as_deref() == Some(REASON_DEADLINE)
-    });
+    let deadline = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some(REASON_DEADLINE));
     if deadline {
-        return Rollout::Failed(format!(
-            "Deployment {} exceeded its progress deadline",
-            deployment.name_any()
-        ));
+        return Rollout::Failed(format!("Deployment {} exceeded its progress deadline", deployment.name_any()));
     }
-    let want = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1);
+    let want = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let updated = status.updated_replicas.unwrap_or(0);
     let replicas = status.replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
@@ -94,15 +86,10 @@ pub fn rollout(deployment: &Deployment) -> Rollout {
         return Rollout::Progressing(format!("{updated} of {want} replicas updated"));
     }
     if replicas > updated {
-        return Rollout::Progressing(format!(
-            "{} old replicas pending termination",
-            replicas - updated
-        ));
+        return Rollout::Progressing(format!("{} old replicas pending termination", replicas - updated));
     }
     if available < updated {
-        return Rollout::Progressing(format!(
-            "{available} of {updated} updated replicas available"
-        ));
+        return Rollout::Progressing(format!("{available} of {updated} updated replicas available"));
     }
     Rollout::Complete
 }
@@ -121,12 +108,8 @@ pub enum Rollout {
 /// Computes the full status, merging conditions over the previous ones at time `now`.
 pub fn compute(obs: &Observation<'_>, now: &Time) -> SolutionStackStatus {
     let stack = obs.stack;
-    let components: Vec<ComponentStatus> = stack
-        .spec
-        .components
-        .iter()
-        .map(|c| component_status(obs, &c.name))
-        .collect();
+    let components: Vec<ComponentStatus> =
+        stack.spec.components.iter().map(|c| component_status(obs, &c.name)).collect();
     let bindings: Vec<BindingStatus> = stack
         .spec
         .bindings
@@ -151,16 +134,9 @@ pub fn compute(obs: &Observation<'_>, now: &Time) -> SolutionStackStatus {
             status
         })
         .collect();
-    let ready_count = components
-        .iter()
-        .filter(|c| c.state == ComponentState::Ready)
-        .count();
+    let ready_count = components.iter().filter(|c| c.state == ComponentState::Ready).count();
     let conditions = conditions(obs, &components, ready_count);
-    let previous = stack
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let previous = stack.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     SolutionStackStatus {
         observed_generation: stack.metadata.generation,
         conditions: merge_conditions(previous, &conditions, stack.metadata.generation, now),
@@ -171,11 +147,8 @@ pub fn compute(obs: &Observation<'_>, now: &Time) -> SolutionStackStatus {
 }
 
 fn component_status(obs: &Observation<'_>, name: &str) -> ComponentStatus {
-    let mut status = ComponentStatus {
-        name: name.into(),
-        service: obs.services.get(name).cloned(),
-        ..Default::default()
-    };
+    let mut status =
+        ComponentStatus { name: name.into(), service: obs.services.get(name).cloned(), ..Default::default() };
     let deployment = obs.deployments.get(name);
     if let Some(s) = deployment.and_then(|d| d.status.as_ref()) {
         status.replicas = s.replicas.unwrap_or(0);
@@ -185,13 +158,7 @@ fn component_status(obs: &Observation<'_>, name: &str) -> ComponentStatus {
     if let Some(Plan::Held(waits)) = obs.plans.get(name) {
         status.state = ComponentState::Waiting;
         status.waiting_for = waits.iter().map(|(dep, _)| dep.clone()).collect();
-        status.message = Some(
-            waits
-                .iter()
-                .map(|(dep, why)| format!("{dep}: {why}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        );
+        status.message = Some(waits.iter().map(|(dep, why)| format!("{dep}: {why}")).collect::<Vec<_>>().join("; "));
         return status;
     }
     match deployment.map(rollout) {
@@ -215,105 +182,53 @@ fn component_status(obs: &Observation<'_>, name: &str) -> ComponentStatus {
 /// Reason and message of the Reconciling or Stalled condition, when it is True.
 type Verdict = Option<(String, String)>;
 
-fn conditions(
-    obs: &Observation<'_>,
-    components: &[ComponentStatus],
-    ready_count: usize,
-) -> Vec<ConditionSpec> {
+fn conditions(obs: &Observation<'_>, components: &[ComponentStatus], ready_count: usize) -> Vec<ConditionSpec> {
     let total = components.len();
     let not_ready: Vec<String> = components
         .iter()
         .filter(|c| c.state != ComponentState::Ready)
-        .map(|c| {
-            format!(
-                "{}: {}",
-                c.name,
-                c.message.as_deref().unwrap_or("not ready")
-            )
-        })
+        .map(|c| format!("{}: {}", c.name, c.message.as_deref().unwrap_or("not ready")))
         .collect();
     let summary = format!("{ready_count}/{total} components ready");
-    let detail = if not_ready.is_empty() {
-        summary.clone()
-    } else {
-        format!("{summary}; {}", not_ready.join("; "))
-    };
+    let detail = if not_ready.is_empty() { summary.clone() } else { format!("{summary}; {}", not_ready.join("; ")) };
 
     // Order of precedence: a spec that needs a change, a failed rollout, a transient error,
     // waiting, rolling out, ready.
-    let (ready, reconciling, stalled): (ConditionSpec, Verdict, Verdict) =
-        if let Some(error) = obs.spec_error {
-            let reason = error.category().as_str().to_owned();
-            (
-                ConditionSpec::new("Ready", false, reason.clone(), error.to_string()),
-                None,
-                Some((reason, error.to_string())),
-            )
-        } else if let Some(failed) = components
-            .iter()
-            .find(|c| c.state == ComponentState::Failed)
-        {
-            let message = format!(
-                "{}: {}",
-                failed.name,
-                failed.message.as_deref().unwrap_or_default()
-            );
-            (
-                ConditionSpec::new("Ready", false, REASON_DEADLINE, detail.clone()),
-                None,
-                Some((REASON_DEADLINE.into(), message)),
-            )
-        } else if let Some(error) = obs.transient_error {
-            let reason = error.category().as_str().to_owned();
-            let message = format!("retrying: {error}");
-            (
-                ConditionSpec::new("Ready", false, reason.clone(), message.clone()),
-                Some((reason, message)),
-                None,
-            )
-        } else if ready_count == total {
-            (
-                ConditionSpec::new("Ready", true, REASON_AVAILABLE, summary),
-                None,
-                None,
-            )
-        } else {
-            let waiting = components
-                .iter()
-                .any(|c| c.state == ComponentState::Waiting);
-            let missing = obs.bindings.values().any(|b| {
-                matches!(
-                    b,
-                    BindingState::NotReady {
-                        category: Category::MissingReference,
-                        ..
-                    }
-                )
-            });
-            let reason = match (waiting, missing) {
-                (true, true) => Category::MissingReference.as_str(),
-                (true, false) => REASON_WAITING,
-                _ => REASON_ROLLING_OUT,
-            };
-            (
-                ConditionSpec::new("Ready", false, reason, detail.clone()),
-                Some((reason.into(), detail)),
-                None,
-            )
+    let (ready, reconciling, stalled): (ConditionSpec, Verdict, Verdict) = if let Some(error) = obs.spec_error {
+        let reason = error.category().as_str().to_owned();
+        (ConditionSpec::new("Ready", false, reason.clone(), error.to_string()), None, Some((reason, error.to_string())))
+    } else if let Some(failed) = components.iter().find(|c| c.state == ComponentState::Failed) {
+        let message = format!("{}: {}", failed.name, failed.message.as_deref().unwrap_or_default());
+        (
+            ConditionSpec::new("Ready", false, REASON_DEADLINE, detail.clone()),
+            None,
+            Some((REASON_DEADLINE.into(), message)),
+        )
+    } else if let Some(error) = obs.transient_error {
+        let reason = error.category().as_str().to_owned();
+        let message = format!("retrying: {error}");
+        (ConditionSpec::new("Ready", false, reason.clone(), message.clone()), Some((reason, message)), None)
+    } else if ready_count == total {
+        (ConditionSpec::new("Ready", true, REASON_AVAILABLE, summary), None, None)
+    } else {
+        let waiting = components.iter().any(|c| c.state == ComponentState::Waiting);
+        let missing = obs
+            .bindings
+            .values()
+            .any(|b| matches!(b, BindingState::NotReady { category: Category::MissingReference, .. }));
+        let reason = match (waiting, missing) {
+            (true, true) => Category::MissingReference.as_str(),
+            (true, false) => REASON_WAITING,
+            _ => REASON_ROLLING_OUT,
         };
+        (ConditionSpec::new("Ready", false, reason, detail.clone()), Some((reason.into(), detail)), None)
+    };
 
     let paused = obs.stack.spec.paused;
     let mut out = vec![ready];
     out.push(match (reconciling, paused) {
-        (Some((reason, message)), false) => {
-            ConditionSpec::new("Reconciling", true, reason, message)
-        }
-        _ => ConditionSpec::new(
-            "Reconciling",
-            false,
-            if paused { REASON_PAUSED } else { "Converged" },
-            "",
-        ),
+        (Some((reason, message)), false) => ConditionSpec::new("Reconciling", true, reason, message),
+        _ => ConditionSpec::new("Reconciling", false, if paused { REASON_PAUSED } else { "Converged" }, ""),
     });
     out.push(match stalled {
         Some((reason, message)) => ConditionSpec::new("Stalled", true, reason, message),
@@ -337,10 +252,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn stack(components: &[&str]) -> SolutionStack {
-        let components: Vec<_> = components
-            .iter()
-            .map(|c| serde_json::json!({"name": c, "image": "x"}))
-            .collect();
+        let components: Vec<_> = components.iter().map(|c| serde_json::json!({"name": c, "image": "x"})).collect();
         let mut stack: SolutionStack = serde_json::from_value(serde_json::json!({
             "apiVersion": "citystack.io/v1alpha1", "kind": "SolutionStack",
             "metadata": {"name": "s", "namespace": "n", "generation": 3},
@@ -351,23 +263,10 @@ mod tests {
         stack
     }
 
-    fn deployment(
-        generation: i64,
-        observed: i64,
-        want: i32,
-        updated: i32,
-        available: i32,
-    ) -> Deployment {
+    fn deployment(generation: i64, observed: i64, want: i32, updated: i32, available: i32) -> Deployment {
         Deployment {
-            metadata: ObjectMeta {
-                name: Some("d".into()),
-                generation: Some(generation),
-                ..Default::default()
-            },
-            spec: Some(DeploymentSpec {
-                replicas: Some(want),
-                ..Default::default()
-            }),
+            metadata: ObjectMeta { name: Some("d".into()), generation: Some(generation), ..Default::default() },
+            spec: Some(DeploymentSpec { replicas: Some(want), ..Default::default() }),
             status: Some(DeploymentStatus {
                 observed_generation: Some(observed),
                 replicas: Some(updated),
@@ -387,11 +286,7 @@ mod tests {
         status: &'a SolutionStackStatus,
         type_: &str,
     ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
-            .unwrap_or_else(|| panic!("no {type_}"))
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_}"))
     }
 
     fn observe(
@@ -416,11 +311,7 @@ mod tests {
     #[test]
     fn all_rolled_out_is_ready() {
         let s = stack(&["a"]);
-        let status = observe(
-            &s,
-            BTreeMap::from([("a".into(), deployment(2, 2, 2, 2, 2))]),
-            BTreeMap::new(),
-        );
+        let status = observe(&s, BTreeMap::from([("a".into(), deployment(2, 2, 2, 2, 2))]), BTreeMap::new());
         assert_eq!(cond(&status, "Ready").status, "True");
         assert_eq!(cond(&status, "Reconciling").status, "False");
         assert_eq!(cond(&status, "Stalled").status, "False");
@@ -431,11 +322,7 @@ mod tests {
     #[test]
     fn unobserved_generation_is_not_ready() {
         let s = stack(&["a"]);
-        let status = observe(
-            &s,
-            BTreeMap::from([("a".into(), deployment(3, 2, 2, 2, 2))]),
-            BTreeMap::new(),
-        );
+        let status = observe(&s, BTreeMap::from([("a".into(), deployment(3, 2, 2, 2, 2))]), BTreeMap::new());
         assert_eq!(cond(&status, "Ready").status, "False");
         assert_eq!(cond(&status, "Reconciling").status, "True");
         assert_eq!(cond(&status, "Ready").reason, REASON_ROLLING_OUT);
@@ -444,15 +331,9 @@ mod tests {
     #[test]
     fn waiting_component_is_reconciling() {
         let s = stack(&["a", "b"]);
-        let plans = BTreeMap::from([(
-            "b".to_string(),
-            Plan::Held(vec![("a".into(), "1 of 2 replicas updated".into())]),
-        )]);
-        let status = observe(
-            &s,
-            BTreeMap::from([("a".into(), deployment(1, 1, 2, 1, 1))]),
-            plans,
-        );
+        let plans =
+            BTreeMap::from([("b".to_string(), Plan::Held(vec![("a".into(), "1 of 2 replicas updated".into())]))]);
+        let status = observe(&s, BTreeMap::from([("a".into(), deployment(1, 1, 2, 1, 1))]), plans);
         assert_eq!(cond(&status, "Ready").reason, REASON_WAITING);
         assert_eq!(cond(&status, "Reconciling").status, "True");
         assert_eq!(status.components[1].state, ComponentState::Waiting);
@@ -481,12 +362,8 @@ mod tests {
     fn spec_error_is_stalled_with_category() {
         let s = stack(&["a"]);
         let error = Error::DependencyCycle("a -> b -> a".into());
-        let (bindings, plans, deployments, services) = (
-            BTreeMap::new(),
-            BTreeMap::new(),
-            BTreeMap::new(),
-            BTreeMap::new(),
-        );
+        let (bindings, plans, deployments, services) =
+            (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         let obs = Observation {
             stack: &s,
             spec_error: Some(&error),
@@ -506,11 +383,7 @@ mod tests {
     #[test]
     fn recomputing_an_unchanged_state_gives_an_equal_status() {
         let mut s = stack(&["a"]);
-        let first = observe(
-            &s,
-            BTreeMap::from([("a".into(), deployment(1, 1, 1, 1, 1))]),
-            BTreeMap::new(),
-        );
+        let first = observe(&s, BTreeMap::from([("a".into(), deployment(1, 1, 1, 1, 1))]), BTreeMap::new());
         s.status = Some(first.clone());
         let bindings = BTreeMap::new();
         let (plans, services) = (BTreeMap::new(), BTreeMap::new());

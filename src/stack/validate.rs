@@ -20,16 +20,8 @@ pub struct Validated {
 /// Errors: `DependencyCycle` naming the first cycle found, e.g. `api -> worker -> api`
 /// (components visited in name order, so the message is stable).
 pub fn validate(spec: &SolutionStackSpec) -> Result<Validated> {
-    let edges: BTreeMap<&str, Vec<&str>> = spec
-        .components
-        .iter()
-        .map(|c| {
-            (
-                c.name.as_str(),
-                c.depends_on.iter().map(String::as_str).collect(),
-            )
-        })
-        .collect();
+    let edges: BTreeMap<&str, Vec<&str>> =
+        spec.components.iter().map(|c| (c.name.as_str(), c.depends_on.iter().map(String::as_str).collect())).collect();
     let mut done = BTreeSet::new();
     let mut order = Vec::new();
     for start in edges.keys() {
@@ -38,9 +30,7 @@ pub fn validate(spec: &SolutionStackSpec) -> Result<Validated> {
             return Err(Error::DependencyCycle(cycle.join(" -> ")));
         }
     }
-    Ok(Validated {
-        order: order.into_iter().map(str::to_owned).collect(),
-    })
+    Ok(Validated { order: order.into_iter().map(str::to_owned).collect() })
 }
 
 /// Depth-first search; returns the cycle (first node repeated at the end) if one is reachable.
@@ -84,40 +74,23 @@ mod tests {
         let components = deps
             .iter()
             .map(|(name, on)| {
-                serde_json::from_value::<Component>(
-                    serde_json::json!({"name": name, "image": "x", "dependsOn": on}),
-                )
-                .unwrap_or_else(|e| panic!("{e}"))
+                serde_json::from_value::<Component>(serde_json::json!({"name": name, "image": "x", "dependsOn": on}))
+                    .unwrap_or_else(|e| panic!("{e}"))
             })
             .collect();
-        SolutionStackSpec {
-            solution: None,
-            paused: false,
-            image_pull_secrets: vec![],
-            components,
-            bindings: vec![],
-        }
+        SolutionStackSpec { solution: None, paused: false, image_pull_secrets: vec![], components, bindings: vec![] }
     }
 
     #[test]
     fn acyclic_graph_is_ordered_dependencies_first() {
-        let validated = validate(&spec(&[
-            ("a", &["b", "db"]),
-            ("b", &["c"]),
-            ("c", &[]),
-            ("d", &[]),
-        ]));
+        let validated = validate(&spec(&[("a", &["b", "db"]), ("b", &["c"]), ("c", &[]), ("d", &[])]));
         let order = validated.map(|v| v.order).unwrap_or_default();
         assert_eq!(order, ["c", "b", "a", "d"]);
     }
 
     #[test]
     fn cycle_is_named() {
-        let err = validate(&spec(&[
-            ("api", &["worker"]),
-            ("worker", &["queue"]),
-            ("queue", &["api"]),
-        ]));
+        let err = validate(&spec(&[("api", &["worker"]), ("worker", &["queue"]), ("queue", &["api"])]));
         match err {
             Err(Error::DependencyCycle(cycle)) => {
                 assert_eq!(cycle, "api -> worker -> queue -> api")

@@ -20,11 +20,8 @@ async fn invalid_stacks_are_rejected_naming_the_field() {
     let client = harness::client().await;
     let ns = harness::namespace(&client, "admission", json!({})).await;
     // Untyped, so the test can send what a user could send (values our types would refuse).
-    let stacks: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &ns,
-        &ApiResource::erase::<SolutionStack>(&()),
-    );
+    let stacks: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<SolutionStack>(&()));
     let long = "a".repeat(40);
     let cases: Vec<(&str, Value, &[&str])> = vec![
         (
@@ -34,43 +31,24 @@ async fn invalid_stacks_are_rejected_naming_the_field() {
         ),
         (
             "duplicate component names",
-            stack(
-                "s",
-                json!({"components": [component("web"), component("web")]}),
-            ),
+            stack("s", json!({"components": [component("web"), component("web")]})),
             &["spec.components[1]", "Duplicate value"],
         ),
-        (
-            "no components",
-            stack("s", json!({"components": []})),
-            &["spec.components"],
-        ),
+        ("no components", stack("s", json!({"components": []})), &["spec.components"]),
         (
             "uses an unknown binding",
-            stack(
-                "s",
-                json!({"components": [{"name": "web", "image": "x", "uses": ["db"]}]}),
-            ),
+            stack("s", json!({"components": [{"name": "web", "image": "x", "uses": ["db"]}]})),
             &["spec.components[web].uses: db is not the name of an entry in spec.bindings"],
         ),
         (
             "dependsOn an unknown entry",
-            stack(
-                "s",
-                json!({"components": [{"name": "web", "image": "x", "dependsOn": ["cache"]}]}),
-            ),
+            stack("s", json!({"components": [{"name": "web", "image": "x", "dependsOn": ["cache"]}]})),
             &["spec.components[web].dependsOn: cache is not the name"],
         ),
         (
             "self dependency",
-            stack(
-                "s",
-                json!({"components": [{"name": "web", "image": "x", "dependsOn": ["web"]}]}),
-            ),
-            &[
-                "spec.components[0].dependsOn",
-                "must not name the component itself",
-            ],
+            stack("s", json!({"components": [{"name": "web", "image": "x", "dependsOn": ["web"]}]})),
+            &["spec.components[0].dependsOn", "must not name the component itself"],
         ),
         (
             "port name too long",
@@ -111,36 +89,20 @@ async fn invalid_stacks_are_rejected_naming_the_field() {
         ),
         (
             "expose without ports",
-            stack(
-                "s",
-                json!({"components": [{"name": "web", "image": "x", "expose": "LoadBalancer"}]}),
-            ),
-            &[
-                "spec.components[0].expose",
-                "needs at least one entry in ports",
-            ],
+            stack("s", json!({"components": [{"name": "web", "image": "x", "expose": "LoadBalancer"}]})),
+            &["spec.components[0].expose", "needs at least one entry in ports"],
         ),
         (
             "negative replicas",
-            stack(
-                "s",
-                json!({"components": [{"name": "web", "image": "x", "replicas": -1}]}),
-            ),
+            stack("s", json!({"components": [{"name": "web", "image": "x", "replicas": -1}]})),
             &["spec.components[0].replicas"],
         ),
         (
             "binding without a source",
-            stack(
-                "s",
-                json!({"components": [component("web")], "bindings": [{"name": "db"}]}),
-            ),
+            stack("s", json!({"components": [component("web")], "bindings": [{"name": "db"}]})),
             &["spec.bindings[0]", "needs exactly one source"],
         ),
-        (
-            "stack name not DNS-1035",
-            stack("1city", json!({"components": [component("web")]})),
-            &["metadata.name"],
-        ),
+        ("stack name not DNS-1035", stack("1city", json!({"components": [component("web")]})), &["metadata.name"]),
         (
             "unknown expose value",
             stack(
@@ -166,19 +128,11 @@ async fn invalid_stacks_are_rejected_naming_the_field() {
             Err(other) => failures.push(format!("{what}: {other}")),
         }
     }
-    assert!(
-        failures.is_empty(),
-        "unexpected admission results:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "unexpected admission results:\n{}", failures.join("\n"));
 
     // And a valid stack is accepted.
-    let valid: DynamicObject =
-        serde_json::from_value(stack("ok", json!({"components": [component("web")]})))
-            .unwrap_or_else(|e| panic!("{e}"));
-    stacks
-        .create(&PostParams::default(), &valid)
-        .await
-        .unwrap_or_else(|e| panic!("valid stack refused: {e}"));
+    let valid: DynamicObject = serde_json::from_value(stack("ok", json!({"components": [component("web")]})))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stacks.create(&PostParams::default(), &valid).await.unwrap_or_else(|e| panic!("valid stack refused: {e}"));
     harness::delete_namespace(&client, &ns).await;
 }

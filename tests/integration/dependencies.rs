@@ -32,45 +32,21 @@ spec:
     harness::apply(&stacks, &blocked).await;
     let waiting = wait_stack(&stacks, "gov", "api waits for db", |s| {
         s.status.as_ref().is_some_and(|st| {
-            st.components.iter().any(|c| {
-                c.name == "api" && c.state == ComponentState::Waiting && c.waiting_for == ["db"]
-            })
+            st.components
+                .iter()
+                .any(|c| c.name == "api" && c.state == ComponentState::Waiting && c.waiting_for == ["db"])
         })
     })
     .await;
-    let ready = condition(&waiting, "Ready")
-        .cloned()
-        .unwrap_or_else(|| panic!("no Ready condition"));
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "WaitingForDependency")
-    );
-    assert_eq!(
-        condition(&waiting, "Reconciling").map(|c| c.status.as_str()),
-        Some("True")
-    );
+    let ready = condition(&waiting, "Ready").cloned().unwrap_or_else(|| panic!("no Ready condition"));
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "WaitingForDependency"));
+    assert_eq!(condition(&waiting, "Reconciling").map(|c| c.status.as_str()), Some("True"));
+    assert!(deployments.get_opt("gov-db").await.unwrap_or_else(|e| panic!("{e}")).is_some());
     assert!(
-        deployments
-            .get_opt("gov-db")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .is_some()
-    );
-    assert!(
-        deployments
-            .get_opt("gov-api")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .is_none(),
+        deployments.get_opt("gov-api").await.unwrap_or_else(|e| panic!("{e}")).is_none(),
         "api must not exist before db is Ready"
     );
-    assert!(
-        deployments
-            .get_opt("gov-portal")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .is_none()
-    );
+    assert!(deployments.get_opt("gov-portal").await.unwrap_or_else(|e| panic!("{e}")).is_none());
 
     // Unblock db: api, then portal, roll out; every Deployment is created after its dependency.
     let mut unblocked = blocked.clone();
@@ -88,15 +64,8 @@ spec:
                 .unwrap_or_else(|| panic!("{name} missing"))
         }
     };
-    let (db, api, portal) = (
-        created("gov-db").await,
-        created("gov-api").await,
-        created("gov-portal").await,
-    );
-    assert!(
-        db.0 <= api.0 && api.0 <= portal.0,
-        "creation order db {db:?} <= api {api:?} <= portal {portal:?}"
-    );
+    let (db, api, portal) = (created("gov-db").await, created("gov-api").await, created("gov-portal").await);
+    assert!(db.0 <= api.0 && api.0 <= portal.0, "creation order db {db:?} <= api {api:?} <= portal {portal:?}");
     harness::delete_namespace(&client, &ns).await;
 }
 
@@ -120,31 +89,13 @@ spec:
 "#,
     );
     harness::apply(&stacks, &cyclic).await;
-    let stalled = wait_stack(&stacks, "loop", "Stalled", |s| {
-        condition(s, "Stalled").is_some_and(|c| c.status == "True")
-    })
-    .await;
-    let stalled_condition = condition(&stalled, "Stalled")
-        .cloned()
-        .unwrap_or_else(|| panic!("no Stalled"));
+    let stalled =
+        wait_stack(&stacks, "loop", "Stalled", |s| condition(s, "Stalled").is_some_and(|c| c.status == "True")).await;
+    let stalled_condition = condition(&stalled, "Stalled").cloned().unwrap_or_else(|| panic!("no Stalled"));
     assert_eq!(stalled_condition.reason, "DependencyCycle");
-    assert!(
-        stalled_condition.message.contains("a -> b -> c -> a"),
-        "{}",
-        stalled_condition.message
-    );
-    assert_eq!(
-        condition(&stalled, "Ready").map(|c| c.status.as_str()),
-        Some("False")
-    );
-    assert!(
-        deployments
-            .list(&Default::default())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .items
-            .is_empty()
-    );
+    assert!(stalled_condition.message.contains("a -> b -> c -> a"), "{}", stalled_condition.message);
+    assert_eq!(condition(&stalled, "Ready").map(|c| c.status.as_str()), Some("False"));
+    assert!(deployments.list(&Default::default()).await.unwrap_or_else(|e| panic!("{e}")).items.is_empty());
 
     // Fixing the spec heals it.
     let mut fixed = cyclic.clone();

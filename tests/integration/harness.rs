@@ -32,15 +32,10 @@ pub fn kubeconfig() -> PathBuf {
 /// A client for the test cluster, with the CRDs installed and Established.
 pub async fn client() -> Client {
     let path = kubeconfig();
-    let file = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
-        panic!(
-            "no test cluster kubeconfig at {}: {e} (run `make test`)",
-            path.display()
-        )
-    });
-    let config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let file = Kubeconfig::read_from(&path)
+        .unwrap_or_else(|e| panic!("no test cluster kubeconfig at {}: {e} (run `make test`)", path.display()));
+    let config =
+        Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));
     let client = Client::try_from(config).unwrap_or_else(|e| panic!("{e}"));
     install_crds(&client).await;
     client
@@ -50,20 +45,12 @@ async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = SolutionStack::crd();
     let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("citystack-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("install CRD: {e}"));
+    crds.patch(&name, &PatchParams::apply("citystack-tests").force(), &Patch::Apply(&crd))
+        .await
+        .unwrap_or_else(|e| panic!("install CRD: {e}"));
     wait_until("CRD Established", DEADLINE, || async {
         let crd = crds.get(&name).await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
+        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
         established.then_some(())
     })
     .await;
@@ -80,10 +67,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for: {what}"
-        );
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
@@ -92,14 +76,9 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Creates a fresh namespace `it-<prefix>-<pid>-<n>` with `labels`.
 pub async fn namespace(client: &Client, prefix: &str, labels: serde_json::Value) -> String {
-    let name = format!(
-        "it-{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    );
+    let name = format!("it-{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
     let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
-            .unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap_or_else(|e| panic!("{e}"));
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await
@@ -109,9 +88,7 @@ pub async fn namespace(client: &Client, prefix: &str, labels: serde_json::Value)
 
 /// Deletes a namespace (the end of a test; failures are ignored).
 pub async fn delete_namespace(client: &Client, name: &str) {
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(name, &DeleteParams::default())
-        .await;
+    let _ = Api::<Namespace>::all(client.clone()).delete(name, &DeleteParams::default()).await;
 }
 
 /// Parses a SolutionStack from YAML.
@@ -124,13 +101,9 @@ pub async fn apply<K>(api: &Api<K>, object: &K) -> K
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    api.patch(
-        &object.name_any(),
-        &PatchParams::apply("citystack-tests").force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {}: {e}", object.name_any()))
+    api.patch(&object.name_any(), &PatchParams::apply("citystack-tests").force(), &Patch::Apply(object))
+        .await
+        .unwrap_or_else(|e| panic!("apply {}: {e}", object.name_any()))
 }
 
 /// Waits until the stack's status describes its current generation with Ready=True.
@@ -153,8 +126,7 @@ pub async fn wait_stack(
     let result = tokio::time::timeout(DEADLINE, async {
         loop {
             if let Ok(stack) = api.get(name).await {
-                let current = stack.status.as_ref().and_then(|s| s.observed_generation)
-                    == stack.metadata.generation;
+                let current = stack.status.as_ref().and_then(|s| s.observed_generation) == stack.metadata.generation;
                 if current && check(&stack) {
                     return stack;
                 }
@@ -172,12 +144,7 @@ pub fn condition<'a>(
     stack: &'a SolutionStack,
     type_: &str,
 ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    stack
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
+    stack.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
 
 /// The operator, as a child process watching one namespace, with its admin server on a free
@@ -192,17 +159,17 @@ pub struct Operator {
 impl Operator {
     /// Starts `citystack run` for `namespace`, with `--resync` seconds, and waits for /readyz.
     pub async fn start(namespace: &str, resync_seconds: u64) -> Operator {
+        Self::start_with(namespace, resync_seconds, &[]).await
+    }
+
+    /// Like [`Operator::start`], with extra flags.
+    pub async fn start_with(namespace: &str, resync_seconds: u64, extra: &[&str]) -> Operator {
         let mut child = Command::new(env!("CARGO_BIN_EXE_citystack"))
-            .args([
-                "run",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--namespaces",
-                namespace,
-            ])
+            .args(["run", "--admin-addr", "127.0.0.1:0", "--namespaces", namespace])
             .arg("--kubeconfig")
             .arg(kubeconfig())
             .args(["--resync", &resync_seconds.to_string()])
+            .args(extra)
             .env("RUST_LOG", "info,citystack=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -235,68 +202,71 @@ impl Operator {
         // Constructed first, so a timeout here prints the operator's log (Drop).
         let start = Instant::now();
         loop {
-            if operator
-                .get("/readyz")
-                .await
-                .is_some_and(|(code, _)| code == 200)
-            {
+            if operator.get("/readyz").await.is_some_and(|(code, _)| code == 200) {
                 return operator;
             }
             if let Ok(Some(exit)) = operator.child.try_wait() {
                 panic!("operator exited with {exit}");
             }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "timed out waiting for operator /readyz"
-            );
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for operator /readyz");
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     }
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut stream = tokio::net::TcpStream::connect(self.admin).await.ok()?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes()).await.ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await.ok()?;
         let code = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
         Some((code, body))
     }
 
     /// Sum of the samples of `metric` whose labels contain every `labels` pair.
     pub async fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
-        let (_, text) = self
-            .get("/metrics")
-            .await
-            .unwrap_or_else(|| panic!("scrape /metrics"));
+        let (_, text) = self.get("/metrics").await.unwrap_or_else(|| panic!("scrape /metrics"));
         text.lines()
-            .filter(|l| {
-                l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} "))
-            })
-            .filter(|l| {
-                labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-            })
+            .filter(|l| l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} ")))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
 
-    /// Write requests (create, update, patch, delete) this operator sent to the API server.
+    /// Write requests (create, update, patch, delete) this operator sent to the API server,
+    /// Lease renewals for leader election excepted.
     pub async fn writes(&self) -> f64 {
         let mut total = 0.0;
         for verb in ["create", "update", "patch", "delete"] {
-            total += self
-                .metric("citystack_kube_requests_total", &[("verb", verb)])
-                .await;
+            total += self.metric("citystack_kube_requests_total", &[("verb", verb)]).await;
+            total -= self.metric("citystack_kube_requests_total", &[("verb", verb), ("resource", "leases")]).await;
         }
         total
+    }
+
+    /// Whether this operator reports itself leader (`citystack_leader`).
+    pub async fn is_leader(&self) -> bool {
+        self.metric("citystack_leader", &[]).await == 1.0
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit; returns its exit success.
+    pub async fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Kills the process at once (SIGKILL): a crashed leader.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Reconciles this operator started.

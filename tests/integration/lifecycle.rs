@@ -34,12 +34,7 @@ spec:
 #[tokio::test]
 async fn stack_lifecycle() {
     let client = harness::client().await;
-    let ns = harness::namespace(
-        &client,
-        "life",
-        json!({"pod-security.kubernetes.io/enforce": "restricted"}),
-    )
-    .await;
+    let ns = harness::namespace(&client, "life", json!({"pod-security.kubernetes.io/enforce": "restricted"})).await;
     let _operator = Operator::start(&ns, 300).await;
     let stacks: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -51,73 +46,28 @@ async fn stack_lifecycle() {
     let ready = wait_ready(&stacks, "city").await;
     let status = ready.status.clone().unwrap_or_default();
     assert_eq!(status.ready.as_deref(), Some("3/3"));
-    let api = deployments
-        .get("city-api")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let api = deployments.get("city-api").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(api.spec.as_ref().and_then(|s| s.replicas), Some(2));
     let owner = &api.metadata.owner_references.clone().unwrap_or_default()[0];
     assert_eq!(
         (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
-        (
-            "SolutionStack",
-            stack.metadata.uid.as_deref().unwrap_or(""),
-            Some(true)
-        )
+        ("SolutionStack", stack.metadata.uid.as_deref().unwrap_or(""), Some(true))
     );
     let labels = api.metadata.labels.clone().unwrap_or_default();
-    assert_eq!(
-        labels
-            .get("app.kubernetes.io/managed-by")
-            .map(String::as_str),
-        Some("citystack")
-    );
-    assert_eq!(
-        labels.get("citystack.io/solution").map(String::as_str),
-        Some("smart-tourism")
-    );
-    let selector = api
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.clone())
-        .unwrap_or_default();
+    assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("citystack"));
+    assert_eq!(labels.get("citystack.io/solution").map(String::as_str), Some("smart-tourism"));
+    let selector = api.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default();
     assert_eq!(
         selector.keys().cloned().collect::<Vec<_>>(),
         ["app.kubernetes.io/component", "app.kubernetes.io/instance"]
     );
-    let svc = services
-        .get("city-api")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let svc = services.get("city-api").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(svc.spec.as_ref().and_then(|s| s.ports.as_ref()).map(|p| p[0].port), Some(80));
+    let web = services.get("city-web").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(web.spec.as_ref().and_then(|s| s.type_.clone()).as_deref(), Some("NodePort"));
+    assert!(services.get_opt("city-worker").await.unwrap_or_else(|e| panic!("{e}")).is_none(), "no ports, no Service");
     assert_eq!(
-        svc.spec
-            .as_ref()
-            .and_then(|s| s.ports.as_ref())
-            .map(|p| p[0].port),
-        Some(80)
-    );
-    let web = services
-        .get("city-web")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        web.spec.as_ref().and_then(|s| s.type_.clone()).as_deref(),
-        Some("NodePort")
-    );
-    assert!(
-        services
-            .get_opt("city-worker")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .is_none(),
-        "no ports, no Service"
-    );
-    assert_eq!(
-        status
-            .components
-            .iter()
-            .find(|c| c.name == "api")
-            .and_then(|c| c.service.clone()),
+        status.components.iter().find(|c| c.name == "api").and_then(|c| c.service.clone()),
         Some(format!("city-api.{ns}.svc"))
     );
     // Ready implies the ReplicaSets' pods were admitted by PodSecurity "restricted".
@@ -133,28 +83,15 @@ async fn stack_lifecycle() {
     changed.spec.components[1].image = "registry.example/tourism-web:1.1.0".into();
     harness::apply(&stacks, &changed).await;
     wait_ready(&stacks, "city").await;
-    let api = deployments
-        .get("city-api")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let api = deployments.get("city-api").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(api.status.as_ref().and_then(|s| s.ready_replicas), Some(3));
-    let web = deployments
-        .get("city-web")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let image = web
-        .spec
-        .and_then(|s| s.template.spec)
-        .map(|p| p.containers[0].image.clone().unwrap_or_default());
+    let web = deployments.get("city-web").await.unwrap_or_else(|e| panic!("{e}"));
+    let image = web.spec.and_then(|s| s.template.spec).map(|p| p.containers[0].image.clone().unwrap_or_default());
     assert_eq!(image.as_deref(), Some("registry.example/tourism-web:1.1.0"));
 
     // A hand edit of a field we own is reverted; a deleted Service is recreated.
     deployments
-        .patch(
-            "city-api",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 7}})),
-        )
+        .patch("city-api", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 7}})))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     wait_until("hand-scaled Deployment reverted to 3", DEADLINE, || async {
@@ -162,15 +99,8 @@ async fn stack_lifecycle() {
         (d.spec?.replicas == Some(3)).then_some(())
     })
     .await;
-    let old_uid = services
-        .get("city-web")
-        .await
-        .ok()
-        .and_then(|s| s.metadata.uid);
-    services
-        .delete("city-web", &DeleteParams::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let old_uid = services.get("city-web").await.ok().and_then(|s| s.metadata.uid);
+    services.delete("city-web", &DeleteParams::default()).await.unwrap_or_else(|e| panic!("{e}"));
     wait_until("deleted Service recreated", DEADLINE, || async {
         let s = services.get_opt("city-web").await.ok()??;
         (s.metadata.uid != old_uid).then_some(())
@@ -184,37 +114,18 @@ async fn stack_lifecycle() {
     let pruned = wait_ready(&stacks, "city").await;
     assert_eq!(pruned.status.and_then(|s| s.ready).as_deref(), Some("2/2"));
     wait_until("web children pruned", DEADLINE, || async {
-        let gone = deployments.get_opt("city-web").await.ok()?.is_none()
-            && services.get_opt("city-web").await.ok()?.is_none();
+        let gone =
+            deployments.get_opt("city-web").await.ok()?.is_none() && services.get_opt("city-web").await.ok()?.is_none();
         gone.then_some(())
     })
     .await;
-    assert!(
-        deployments
-            .get_opt("city-api")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .is_some()
-    );
+    assert!(deployments.get_opt("city-api").await.unwrap_or_else(|e| panic!("{e}")).is_some());
 
     // Deleting the stack garbage-collects every child through the ownerReferences.
-    stacks
-        .delete("city", &DeleteParams::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    stacks.delete("city", &DeleteParams::default()).await.unwrap_or_else(|e| panic!("{e}"));
     wait_until("children garbage-collected", DEADLINE, || async {
-        let left = deployments
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .len()
-            + services
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .len();
+        let left = deployments.list(&ListParams::default()).await.ok()?.items.len()
+            + services.list(&ListParams::default()).await.ok()?.items.len();
         (left == 0).then_some(())
     })
     .await;
@@ -235,17 +146,9 @@ async fn paused_stack_writes_only_status() {
         harness::condition(s, "Paused").is_some_and(|c| c.status == "True")
     })
     .await;
-    assert_eq!(
-        harness::condition(&observed, "Reconciling").map(|c| c.status.as_str()),
-        Some("False")
-    );
+    assert_eq!(harness::condition(&observed, "Reconciling").map(|c| c.status.as_str()), Some("False"));
     assert!(
-        deployments
-            .list(&ListParams::default())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .items
-            .is_empty(),
+        deployments.list(&ListParams::default()).await.unwrap_or_else(|e| panic!("{e}")).items.is_empty(),
         "paused: nothing created"
     );
     harness::delete_namespace(&client, &ns).await;

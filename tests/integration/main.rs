@@ -6,5 +6,6 @@ mod harness;
 mod admission;
 mod bindings;
 mod dependencies;
+mod leader_election;
 mod lifecycle;
 mod steady_state;

@@ -39,10 +39,8 @@ spec:
     wait_ready(&stacks, "edu").await;
     // Let the last status write's own watch event settle: one reconcile with nothing to do.
     let settled = operator.reconciles().await;
-    wait_until("a reconcile after Ready", DEADLINE, || async {
-        (operator.reconciles().await > settled).then_some(())
-    })
-    .await;
+    wait_until("a reconcile after Ready", DEADLINE, || async { (operator.reconciles().await > settled).then_some(()) })
+        .await;
 
     let writes = operator.writes().await;
     let reconciles = operator.reconciles().await;
@@ -50,18 +48,9 @@ spec:
         (operator.reconciles().await >= reconciles + 2.0).then_some(())
     })
     .await;
-    assert_eq!(
-        operator.writes().await,
-        writes,
-        "a resync of a converged stack sent write requests"
-    );
-    let skipped = operator
-        .metric("citystack_child_applies_total", &[("outcome", "skipped")])
-        .await;
-    assert!(
-        skipped >= 6.0,
-        "resyncs compared every child ({skipped} skips)"
-    );
+    assert_eq!(operator.writes().await, writes, "a resync of a converged stack sent write requests");
+    let skipped = operator.metric("citystack_child_applies_total", &[("outcome", "skipped")]).await;
+    assert!(skipped >= 6.0, "resyncs compared every child ({skipped} skips)");
     drop(operator);
 
     // A fresh operator over the converged cluster: its initial reconcile writes nothing.
@@ -71,13 +60,9 @@ spec:
     })
     .await;
     // The first reconcile is done once its outcome is counted (applied or skipped children).
-    wait_until(
-        "the first reconcile compared all 3 children",
-        DEADLINE,
-        || async {
-            (fresh.metric("citystack_child_applies_total", &[]).await >= 3.0).then_some(())
-        },
-    )
+    wait_until("the first reconcile compared all 3 children", DEADLINE, || async {
+        (fresh.metric("citystack_child_applies_total", &[]).await >= 3.0).then_some(())
+    })
     .await;
     assert_eq!(
         fresh.writes().await,

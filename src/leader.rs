@@ -1,0 +1,178 @@
+//! Leader election on a coordination.k8s.io Lease (through kube-lease-manager): only the
+//! leader writes; followers keep their caches warm and take over when the lease expires.
+//!
+//! Safety rule (client-go leaderelection semantics): a leader that cannot renew must stop
+//! writing before its lease can expire for the others. The lease manager only reports a
+//! change after talking to the API server, which a partitioned leader cannot do, so the
+//! [`LeaderGate`] also keeps a local deadline: each renewal seen on a watch of the Lease
+//! extends it to `duration - margin` seconds ahead; without renewals, writing stops on its own.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseParams};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Lease settings (`citystack run --leader-elect ...`).
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    /// Lease name.
+    pub name: String,
+    /// Lease namespace.
+    pub namespace: String,
+    /// This instance's identity (the Pod name in a cluster).
+    pub identity: String,
+    /// Lease duration in seconds: how long a silent leader keeps the lease.
+    pub duration: u64,
+    /// Seconds before expiry at which the leader renews; less than `duration`.
+    pub grace: u64,
+}
+
+/// Whether this instance may write now. Cheap to clone and to check.
+#[derive(Clone)]
+pub struct LeaderGate {
+    inner: Option<Arc<GateState>>,
+}
+
+struct GateState {
+    leader: watch::Receiver<bool>,
+    valid_until: Mutex<Option<Instant>>,
+}
+
+impl LeaderGate {
+    /// A gate that is always open: leader election is off (a single replica).
+    pub fn always() -> Self {
+        Self { inner: None }
+    }
+
+    /// Whether this instance holds the lease and its last renewal is recent enough.
+    pub fn is_leader(&self) -> bool {
+        let Some(state) = &self.inner else { return true };
+        let fresh = state.valid_until.lock().ok().and_then(|v| *v).is_some_and(|until| Instant::now() < until);
+        *state.leader.borrow() && fresh
+    }
+
+    /// A receiver that turns true whenever this instance becomes leader (always true when
+    /// election is off).
+    pub fn changes(&self) -> watch::Receiver<bool> {
+        match &self.inner {
+            Some(state) => state.leader.clone(),
+            None => watch::channel(true).1,
+        }
+    }
+}
+
+/// Starts leader election in the background. The returned task releases the lease when
+/// `shutdown` is cancelled and then ends.
+///
+/// Errors: none at start; API errors are logged and retried (the gate stays closed meanwhile).
+pub fn elect(
+    client: Client,
+    settings: LeaseSettings,
+    shutdown: CancellationToken,
+) -> (LeaderGate, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(false);
+    let state = Arc::new(GateState { leader: rx, valid_until: Mutex::new(None) });
+    // A renewal keeps the gate open until `margin` seconds before the lease would expire.
+    let margin = (settings.grace / 2).max(1);
+    let validity = Duration::from_secs(settings.duration.saturating_sub(margin));
+    tokio::spawn(watch_renewals(client.clone(), settings.clone(), state.clone(), validity, shutdown.clone()));
+    let gate = LeaderGate { inner: Some(state.clone()) };
+    let task = tokio::spawn(async move {
+        let mut manager: Option<LeaseManager> = None;
+        loop {
+            let current = match manager.take() {
+                Some(m) => m,
+                None => match build(&client, &settings).await {
+                    Ok(m) => m,
+                    Err(error) => {
+                        warn!(%error, "leader election: cannot set up the Lease; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                        }
+                    }
+                },
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = tx.send(false);
+                    match current.release().await {
+                        Ok(()) => info!("leader election: lease released"),
+                        Err(error) => warn!(%error, "leader election: releasing the lease failed"),
+                    }
+                    return;
+                }
+                changed = current.changed() => match changed {
+                    Ok(leader) => {
+                        if leader && let Ok(mut until) = state.valid_until.lock() {
+                            *until = Some(Instant::now() + validity);
+                        }
+                        info!(leader, identity = %settings.identity, "leader election: {}", if leader { "became leader" } else { "following" });
+                        let _ = tx.send(leader);
+                        manager = Some(current);
+                    }
+                    Err(error) => {
+                        // Start over with a fresh manager: it reports the state it finds
+                        // (still holder, or not) instead of waiting for a change.
+                        warn!(%error, "leader election: renewing failed; writes stop until the lease is confirmed");
+                        let _ = tx.send(false);
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                },
+            }
+        }
+    });
+    (gate, task)
+}
+
+async fn build(
+    client: &Client,
+    settings: &LeaseSettings,
+) -> Result<LeaseManager, kube_lease_manager::LeaseManagerError> {
+    LeaseManagerBuilder::new(client.clone(), &settings.name)
+        .with_namespace(&settings.namespace)
+        .with_parameters(LeaseParams::new(&settings.identity, settings.duration, settings.grace))
+        .build()
+        .await
+}
+
+/// Extends the gate's deadline whenever the Lease shows a renewal by this instance.
+async fn watch_renewals(
+    client: Client,
+    settings: LeaseSettings,
+    state: Arc<GateState>,
+    validity: Duration,
+    shutdown: CancellationToken,
+) {
+    let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", settings.name));
+    let mut leases = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = leases.next() => next,
+        };
+        match next {
+            Some(Ok(lease)) => {
+                let ours =
+                    lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(settings.identity.as_str());
+                if ours && let Ok(mut until) = state.valid_until.lock() {
+                    *until = Some(Instant::now() + validity);
+                }
+            }
+            Some(Err(error)) => warn!(%error, "leader election: watching the Lease"),
+            None => return,
+        }
+    }
+}
