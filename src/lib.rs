@@ -8,6 +8,7 @@ pub mod binding;
 pub mod error;
 pub mod leader;
 pub mod naming;
+pub mod permissions;
 pub mod run;
 pub mod stack;
 pub mod telemetry;

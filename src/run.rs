@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::leader::{self, LeaderGate, LeaseSettings};
+use crate::permissions;
 use crate::stack;
 use crate::telemetry::{self, Health, LogFormat, Metrics};
 
@@ -121,6 +122,9 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         .await
         .map_err(|source| StartError::Admin { addr: args.admin_addr, source })?;
 
+    let permissions = permissions::required(&namespaces, args.leader_elect.then_some(args.lease_namespace.as_str()));
+    tokio::spawn(self_check(client.clone(), permissions, health.clone()));
+
     let shutdown = CancellationToken::new();
     tokio::spawn(signal(shutdown.clone()));
     info!(namespaces = ?namespaces, concurrency = args.concurrency, resync_seconds = args.resync, "starting controllers");
@@ -172,6 +176,24 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// Checks the operator's permissions at start, and again every minute while any is missing
+/// (RBAC may be fixed without a restart). Missing ones are logged by name and fail /readyz.
+async fn self_check(client: Client, required: Vec<permissions::Permission>, health: Health) {
+    loop {
+        let missing = permissions::missing(&client, &required).await;
+        if missing.is_empty() {
+            info!(checked = required.len(), "permissions self check passed");
+            health.set_problems(Vec::new());
+            return;
+        }
+        for problem in &missing {
+            tracing::error!(problem = %problem, "permissions self check: {problem}");
+        }
+        health.set_problems(missing);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
 }
 
 /// This instance's identity in the Lease: the Pod name in a cluster, else host and pid.

@@ -242,6 +242,7 @@ where
 #[derive(Clone)]
 pub struct Health {
     pending: Arc<AtomicUsize>,
+    problems: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Default for Health {
@@ -253,7 +254,23 @@ impl Default for Health {
 impl Health {
     /// Health that turns ready after `controllers` calls of [`Health::set_ready`].
     pub fn new(controllers: usize) -> Self {
-        Self { pending: Arc::new(AtomicUsize::new(controllers)) }
+        Self { pending: Arc::new(AtomicUsize::new(controllers)), problems: Arc::default() }
+    }
+
+    /// Replaces the problems that keep the operator unready (e.g. missing permissions).
+    pub fn set_problems(&self, problems: Vec<String>) {
+        if let Ok(mut current) = self.problems.lock() {
+            *current = problems;
+        }
+    }
+
+    /// Why the operator is not ready, one line each; empty when ready.
+    pub fn unready_reasons(&self) -> Vec<String> {
+        let mut reasons = self.problems.lock().map(|p| p.clone()).unwrap_or_default();
+        if self.pending.load(Ordering::SeqCst) > 0 {
+            reasons.push("caches not synced".into());
+        }
+        reasons
     }
 
     /// Records that one controller's caches are synced.
@@ -261,9 +278,9 @@ impl Health {
         let _ = self.pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
-    /// Whether every controller has synced.
+    /// Whether every controller has synced and nothing else is wrong.
     pub fn is_ready(&self) -> bool {
-        self.pending.load(Ordering::SeqCst) == 0
+        self.unready_reasons().is_empty()
     }
 }
 
@@ -286,10 +303,11 @@ pub async fn serve_admin(addr: SocketAddr, metrics: Metrics, health: Health) -> 
         .route(
             "/readyz",
             get(|State(s): State<AdminState>| async move {
-                if s.health.is_ready() {
-                    (StatusCode::OK, "ok")
+                let reasons = s.health.unready_reasons();
+                if reasons.is_empty() {
+                    (StatusCode::OK, "ok".to_owned())
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                    (StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n"))
                 }
             }),
         )

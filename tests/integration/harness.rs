@@ -162,12 +162,37 @@ impl Operator {
         Self::start_with(namespace, resync_seconds, &[]).await
     }
 
-    /// Like [`Operator::start`], with extra flags.
+    /// Like [`Operator::start`], with extra flags. A `--kubeconfig` among them replaces the
+    /// default one (the operator's identity: `CITYSTACK_OPERATOR_KUBECONFIG`, e.g. the Helm
+    /// chart's ServiceAccount, else the test cluster's admin).
     pub async fn start_with(namespace: &str, resync_seconds: u64, extra: &[&str]) -> Operator {
+        let mut operator = Self::spawn(namespace, resync_seconds, extra).await;
+        let start = Instant::now();
+        loop {
+            if operator.readyz().await.0 == 200 {
+                return operator;
+            }
+            if let Ok(Some(exit)) = operator.child.try_wait() {
+                panic!("operator exited with {exit}");
+            }
+            // The operator's log is printed by Drop when this panics.
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for operator /readyz");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Starts the operator without waiting for /readyz (for tests of an unready operator).
+    pub async fn start_unready(namespace: &str, extra: &[&str]) -> Operator {
+        Self::spawn(namespace, 300, extra).await
+    }
+
+    async fn spawn(namespace: &str, resync_seconds: u64, extra: &[&str]) -> Operator {
+        let identity = std::env::var_os("CITYSTACK_OPERATOR_KUBECONFIG").map(PathBuf::from).unwrap_or_else(kubeconfig);
+        let default_kubeconfig =
+            (!extra.contains(&"--kubeconfig")).then(|| vec!["--kubeconfig".into(), identity.into_os_string()]);
         let mut child = Command::new(env!("CARGO_BIN_EXE_citystack"))
             .args(["run", "--admin-addr", "127.0.0.1:0", "--namespaces", namespace])
-            .arg("--kubeconfig")
-            .arg(kubeconfig())
+            .args(default_kubeconfig.unwrap_or_default())
             .args(["--resync", &resync_seconds.to_string()])
             .args(extra)
             .env("RUST_LOG", "info,citystack=debug")
@@ -198,19 +223,12 @@ impl Operator {
             .trim_end_matches(|c: char| !c.is_ascii_digit())
             .parse()
             .unwrap_or_else(|e| panic!("admin address {addr}: {e}"));
-        let mut operator = Operator { child, admin, log };
-        // Constructed first, so a timeout here prints the operator's log (Drop).
-        let start = Instant::now();
-        loop {
-            if operator.get("/readyz").await.is_some_and(|(code, _)| code == 200) {
-                return operator;
-            }
-            if let Ok(Some(exit)) = operator.child.try_wait() {
-                panic!("operator exited with {exit}");
-            }
-            assert!(start.elapsed() < DEADLINE, "timed out waiting for operator /readyz");
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
+        Operator { child, admin, log }
+    }
+
+    /// Status code and body of `/readyz` (0 when unreachable).
+    pub async fn readyz(&self) -> (u16, String) {
+        self.get("/readyz").await.unwrap_or_default()
     }
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
@@ -234,12 +252,15 @@ impl Operator {
     }
 
     /// Write requests (create, update, patch, delete) this operator sent to the API server,
-    /// Lease renewals for leader election excepted.
+    /// except Lease renewals (leader election) and SelfSubjectAccessReviews (the start-up
+    /// permission check: POSTs that store nothing).
     pub async fn writes(&self) -> f64 {
         let mut total = 0.0;
         for verb in ["create", "update", "patch", "delete"] {
             total += self.metric("citystack_kube_requests_total", &[("verb", verb)]).await;
-            total -= self.metric("citystack_kube_requests_total", &[("verb", verb), ("resource", "leases")]).await;
+            for exempt in ["leases", "selfsubjectaccessreviews"] {
+                total -= self.metric("citystack_kube_requests_total", &[("verb", verb), ("resource", exempt)]).await;
+            }
         }
         total
     }
@@ -288,4 +309,38 @@ impl Drop for Operator {
             eprintln!("---- operator log ----\n{}\n----", self.log());
         }
     }
+}
+
+/// Writes a kubeconfig that authenticates as ServiceAccount `ns/name` (a token from the
+/// TokenRequest API, valid one hour) against the test cluster, and returns its path. An
+/// operator started with it is authorised exactly as it would be in a Pod.
+pub async fn service_account_kubeconfig(client: &Client, ns: &str, name: &str) -> PathBuf {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let request = TokenRequest {
+        spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() },
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("token for {ns}/{name}: {e}"))
+        .status
+        .map(|s| s.token)
+        .unwrap_or_else(|| panic!("no token for {ns}/{name}"));
+    let admin: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(kubeconfig()).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("admin kubeconfig: {e}"));
+    let cluster =
+        admin.pointer("/clusters/0/cluster").cloned().unwrap_or_else(|| panic!("admin kubeconfig has no cluster"));
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": name, "namespace": ns}}],
+        "current-context": "sa",
+    });
+    let path = std::env::temp_dir().join(format!("citystack-{ns}-{name}.kubeconfig"));
+    std::fs::write(&path, serde_yaml_ng::to_string(&config).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    path
 }

@@ -8,4 +8,5 @@ mod bindings;
 mod dependencies;
 mod leader_election;
 mod lifecycle;
+mod permissions;
 mod steady_state;
