@@ -14,6 +14,11 @@ cargo build --locked --all-targets
 cargo test --locked --lib --bins
 wait "$build_pid"
 
+# GitOps health: the Argo CD Lua checks in gopher-lua and kstatus over the testdata, and the
+# helper the integration tests run on live objects.
+(cd hack/health && go test -count=1 ./... && go build -o "$repo/.local/bin/kstatus" ./cmd/kstatus)
+export CITYSTACK_HEALTH_BIN="$repo/.local/bin/kstatus"
+
 state="$repo/.local/test-cluster"
 export CITYSTACK_KUBECONFIG="$state/kubeconfig"
 stop() { hack/cluster/down.sh "$state" >/dev/null 2>&1 || true; }

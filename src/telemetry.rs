@@ -104,6 +104,7 @@ pub struct Metrics {
     kube_requests: Family<VerbLabels, Counter>,
     applies: Family<ApplyLabels, Counter>,
     leader: Gauge,
+    in_flight: Family<ControllerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -135,6 +136,12 @@ impl Metrics {
             "Requests sent to the Kubernetes API, by verb (get includes list; watch separate) and resource",
             kube_requests.clone(),
         );
+        let in_flight = Family::<ControllerLabels, Gauge>::default();
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciles running now, by controller (at most --concurrency per watched namespace)",
+            in_flight.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -146,17 +153,19 @@ impl Metrics {
             "Desired children by kind and outcome (applied: server-side apply sent; skipped: already converged)",
             applies.clone(),
         );
-        Self { registry: Arc::new(registry), reconciles, errors, duration, kube_requests, applies, leader }
+        Self { registry: Arc::new(registry), reconciles, errors, duration, kube_requests, applies, leader, in_flight }
     }
 
     /// Counts a reconcile start.
     pub fn reconcile_started(&self, controller: &'static str) {
         self.reconciles.get_or_create(&ControllerLabels { controller }).inc();
+        self.in_flight.get_or_create(&ControllerLabels { controller }).inc();
     }
 
     /// Records a reconcile's duration in seconds.
     pub fn reconcile_finished(&self, controller: &'static str, elapsed: Duration) {
         self.duration.get_or_create(&ControllerLabels { controller }).observe(elapsed.as_secs_f64());
+        self.in_flight.get_or_create(&ControllerLabels { controller }).dec();
     }
 
     /// Counts a failed reconcile by category.

@@ -10,8 +10,11 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// argocdDir is hack/argocd, relative to this package.
-const argocdDir = "../argocd"
+// argocdDir is hack/argocd, read through the symlink testdata/argocd -> ../../argocd: go test
+// caches results and re-checks only the input files inside this module, so reading
+// ../argocd directly would leave a stale "ok (cached)" after an edit of a health.lua or a
+// testdata file. Through the symlink those files count as the module's own.
+const argocdDir = "testdata/argocd"
 
 // expectation is what Argo CD (hack/argocd/.../health.lua) and kstatus (cli-utils
 // status.Compute) say of one testdata object.

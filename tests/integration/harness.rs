@@ -19,6 +19,12 @@ use kube::{Client, Config, CustomResourceExt, ResourceExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Namespace for Lease objects of tests with leader election: `CITYSTACK_LEASE_NAMESPACE`
+/// (where the Helm chart lets the operator write Leases) or else the test's own namespace.
+pub fn lease_namespace(test_namespace: &str) -> String {
+    std::env::var("CITYSTACK_LEASE_NAMESPACE").unwrap_or_else(|_| test_namespace.to_owned())
+}
+
 /// Default deadline of a wait.
 pub const DEADLINE: Duration = Duration::from_secs(90);
 

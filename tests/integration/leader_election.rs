@@ -19,7 +19,18 @@ spec:
 "#;
 
 async fn pair(ns: &str) -> (Operator, Operator) {
-    let flags = ["--leader-elect", "--lease-namespace", ns, "--lease-duration", "6", "--lease-grace", "2"];
+    let lease_ns = harness::lease_namespace(ns);
+    let flags = [
+        "--leader-elect",
+        "--lease-namespace",
+        &lease_ns,
+        "--lease-name",
+        ns,
+        "--lease-duration",
+        "6",
+        "--lease-grace",
+        "2",
+    ];
     (Operator::start_with(ns, 300, &flags).await, Operator::start_with(ns, 300, &flags).await)
 }
 
@@ -61,11 +72,22 @@ async fn one_writer_and_failover() {
 async fn sigterm_releases_the_lease() {
     let client = harness::client().await;
     let ns = harness::namespace(&client, "term", json!({})).await;
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
-    let flags = ["--leader-elect", "--lease-namespace", ns.as_str(), "--lease-duration", "30", "--lease-grace", "5"];
+    let lease_ns = harness::lease_namespace(&ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_ns);
+    let flags = [
+        "--leader-elect",
+        "--lease-namespace",
+        &lease_ns,
+        "--lease-name",
+        &ns,
+        "--lease-duration",
+        "30",
+        "--lease-grace",
+        "5",
+    ];
     let mut only = Operator::start_with(&ns, 300, &flags).await;
     wait_until("leader", DEADLINE, || async { only.is_leader().await.then_some(()) }).await;
-    let holder = || async { leases.get("citystack").await.ok().and_then(|l| l.spec?.holder_identity) };
+    let holder = || async { leases.get(&ns).await.ok().and_then(|l| l.spec?.holder_identity) };
     assert!(holder().await.is_some(), "the Lease names its holder");
     assert!(only.terminate().await, "SIGTERM ends the operator cleanly:\n{}", only.log());
     assert_eq!(holder().await, None, "the lease was released on SIGTERM:\n{}", only.log());

@@ -6,6 +6,7 @@ mod harness;
 mod admission;
 mod bindings;
 mod dependencies;
+mod gitops_health;
 mod leader_election;
 mod lifecycle;
 mod permissions;
