@@ -39,7 +39,7 @@ ready_at=$(date +%s)
 "${kubectl[@]}" wait --for=condition=Established --timeout=60s -f crds/
 
 stop_operator
-nohup target/debug/citystack run --kubeconfig "$kubeconfig" --admin-addr 127.0.0.1:0 >"$log" 2>&1 &
+nohup "${CARGO_TARGET_DIR:-target}/debug/citystack" run --kubeconfig "$kubeconfig" --admin-addr 127.0.0.1:0 >"$log" 2>&1 &
 echo $! >"$pidfile"
 admin=""
 for _ in $(seq 300); do

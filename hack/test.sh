@@ -8,11 +8,18 @@ export INSTA_UPDATE=no GOWORK=off GOTOOLCHAIN=local
 
 start=$(date +%s)
 # Build the control plane (cached per machine) while cargo compiles: both are long when cold.
-hack/cluster/build.sh >/dev/null 2> >(sed 's/^/[cluster build] /' >&2) &
+# Its output goes to a log, shown if it fails, so it does not interleave with cargo's.
+mkdir -p .local
+hack/cluster/build.sh >.local/cluster-build.log 2>&1 &
 build_pid=$!
 cargo build --locked --all-targets
 cargo test --locked --lib --bins
-wait "$build_pid"
+echo "waiting for the control-plane build (log: .local/cluster-build.log)"
+if ! wait "$build_pid"; then
+  tail -40 .local/cluster-build.log
+  exit 1
+fi
+grep 'control plane built' .local/cluster-build.log || true
 
 # GitOps health: the Argo CD Lua checks in gopher-lua and kstatus over the testdata, and the
 # helper the integration tests run on live objects.

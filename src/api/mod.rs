@@ -19,10 +19,31 @@ pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
     // One entry per kind; AzureResource joins with the Azure issue.
     let crds = vec![SolutionStack::crd()];
     for crd in &crds {
+        let mut value = serde_json::to_value(crd).map_err(<serde_yaml_ng::Error as serde::ser::Error>::custom)?;
+        unwrap_descriptions(&mut value);
         out.push_str("---\n");
-        out.push_str(&serde_yaml_ng::to_string(crd)?);
+        out.push_str(&serde_yaml_ng::to_string(&value)?);
     }
     Ok(out)
+}
+
+/// Joins the hard line breaks that doc comments leave inside paragraphs, so `kubectl explain`
+/// wraps descriptions itself; blank lines (paragraph breaks) stay.
+fn unwrap_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match child {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = text.split("\n\n").map(|p| p.replace('\n', " ")).collect::<Vec<_>>().join("\n\n");
+                    }
+                    _ => unwrap_descriptions(child),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
