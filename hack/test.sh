@@ -12,6 +12,8 @@ start=$(date +%s)
 mkdir -p .local
 hack/cluster/build.sh >.local/cluster-build.log 2>&1 &
 build_pid=$!
+hack/helm/build.sh >.local/helm-build.log 2>&1 &
+helm_pid=$!
 cargo build --locked --all-targets
 cargo test --locked --lib --bins
 echo "waiting for the control-plane build (log: .local/cluster-build.log)"
@@ -20,6 +22,10 @@ if ! wait "$build_pid"; then
   exit 1
 fi
 grep 'control plane built' .local/cluster-build.log || true
+if ! wait "$helm_pid"; then
+  tail -40 .local/helm-build.log
+  exit 1
+fi
 
 # GitOps health: the Argo CD Lua checks in gopher-lua and kstatus over the testdata, and the
 # helper the integration tests run on live objects.
@@ -33,5 +39,14 @@ trap stop EXIT
 stop
 hack/cluster/up.sh "$state"
 export CITYSTACK_TEST_KUBECONFIG="$state/kubeconfig"
+
+# The Helm chart: lint, server-side dry runs, install, RBAC verb by verb, CRD upgrade. It
+# leaves the release installed and writes a kubeconfig for the chart's ServiceAccount.
+hack/chart-test.sh "$state/kubeconfig" "$repo/.local/chart-operator.kubeconfig"
+
+# Every operator the integration tests start runs as the chart's ServiceAccount, so each
+# request is authorised by the chart's RBAC exactly as in a Pod: a missing verb fails a test.
+export CITYSTACK_OPERATOR_KUBECONFIG="$repo/.local/chart-operator.kubeconfig"
+export CITYSTACK_LEASE_NAMESPACE=citystack-system
 cargo test --locked --test integration -- --test-threads="${CITYSTACK_TEST_THREADS:-4}"
 echo "make test: passed in $(( $(date +%s) - start ))s"

@@ -92,58 +92,53 @@ pub async fn run(
     ) = scoped(&client);
 
     // Owned children: label-selected, managedFields stripped, kept in stores for diffing.
+    // Each cache counts as synced once its first list is in the store. Tracked from the
+    // stream (after `reflect`), not with `Store::wait_until_ready`: that future wakes only
+    // the last task to poll it, and the Controller itself polls the stack store's.
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let sync = SyncTracker::new(4, synced_tx, health);
     let owned = watcher::Config::default().labels(&naming::managed_selector());
     let (deploy_store, deploy_writer) = reflector::store();
-    let deploy_stream =
-        watcher(deployments, owned.clone()).default_backoff().modify(strip).reflect(deploy_writer).touched_objects();
+    let deploy_stream = watcher(deployments, owned.clone())
+        .default_backoff()
+        .modify(strip)
+        .reflect(deploy_writer)
+        .inspect(sync.observer(0))
+        .touched_objects();
     let (service_store, service_writer) = reflector::store();
-    let service_stream =
-        watcher(services, owned).default_backoff().modify(strip).reflect(service_writer).touched_objects();
+    let service_stream = watcher(services, owned)
+        .default_backoff()
+        .modify(strip)
+        .reflect(service_writer)
+        .inspect(sync.observer(1))
+        .touched_objects();
     // User Secrets: metadata only; a change wakes the stacks that bind them.
     let (secret_store, secret_writer) = reflector::store();
     let secret_stream = watcher(secrets, watcher::Config::default())
         .default_backoff()
         .modify(strip)
         .reflect(secret_writer)
+        .inspect(sync.observer(2))
         .touched_objects();
     let (stack_store, stack_writer) = reflector::store();
     let stack_stream = watcher(stacks, watcher::Config::default())
         .default_backoff()
         .modify(strip)
         .reflect(stack_writer)
+        .inspect(sync.observer(3))
         .applied_objects();
 
-    let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let reporter = Reporter { controller: "citystack".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
         writer: apply::Writer { client: client.clone(), gate: leader.clone(), metrics },
-        deployments: deploy_store.clone(),
-        services: service_store.clone(),
-        secrets: SecretResolver::new(client.clone(), secret_store.clone()),
+        deployments: deploy_store,
+        services: service_store,
+        secrets: SecretResolver::new(client.clone(), secret_store),
         recorder: Recorder::new(client.clone(), reporter),
         resync: settings.resync,
         failures: Mutex::new(HashMap::new()),
         synced,
     });
-
-    let ready = {
-        let (a, b, c, d) = (deploy_store.clone(), service_store.clone(), secret_store.clone(), stack_store.clone());
-        async move {
-            let synced = futures::future::join4(
-                a.wait_until_ready(),
-                b.wait_until_ready(),
-                c.wait_until_ready(),
-                d.wait_until_ready(),
-            )
-            .await;
-            if synced.0.is_ok() && synced.1.is_ok() && synced.2.is_ok() && synced.3.is_ok() {
-                info!("caches synced");
-                let _ = synced_tx.send(true);
-                health.set_ready();
-            }
-        }
-    };
-    tokio::spawn(ready);
 
     // Becoming leader reconciles every stack: followers dropped their requeues.
     let promotions = futures::stream::unfold(leader.changes(), |mut changes| async move {
@@ -177,6 +172,42 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Marks the controller synced (the watch channel reconciles wait on, and `Health`) once
+/// every watched stream has delivered its first complete list.
+struct SyncTracker {
+    seen: Arc<Mutex<Vec<bool>>>,
+    done: Arc<tokio::sync::watch::Sender<bool>>,
+    health: Health,
+}
+
+impl SyncTracker {
+    fn new(streams: usize, done: tokio::sync::watch::Sender<bool>, health: Health) -> Self {
+        Self { seen: Arc::new(Mutex::new(vec![false; streams])), done: Arc::new(done), health }
+    }
+
+    /// The `inspect` callback for stream `index`.
+    fn observer<K>(&self, index: usize) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+        let (seen, done, health) = (self.seen.clone(), self.done.clone(), self.health.clone());
+        move |event| {
+            if !matches!(event, Ok(watcher::Event::InitDone)) || *done.borrow() {
+                return;
+            }
+            let all = seen.lock().map(|mut s| {
+                if let Some(flag) = s.get_mut(index) {
+                    *flag = true;
+                }
+                s.iter().all(|f| *f)
+            });
+            // Only the first stream to complete the set flips it (they may race).
+            let flipped = all.unwrap_or(false) && done.send_if_modified(|synced| !std::mem::replace(synced, true));
+            if flipped {
+                info!("caches synced");
+                health.set_ready();
+            }
+        }
+    }
 }
 
 fn strip<K: Resource>(object: &mut K) {
