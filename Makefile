@@ -27,7 +27,8 @@ cluster-up: ## Start the local control plane only (kubeconfig at .local/kubeconf
 	hack/cluster/up.sh
 
 crds: ## Regenerate crds/ from the API types
-	cargo run --quiet --locked -- crds > crds/solutionstacks.citystack.io.yaml
+	cargo run --quiet --locked -- crds --out-dir crds
+	cp crds/*.yaml charts/citystack/crds/
 
 bench: ## Benchmarks of the per-reconcile pure work (render, drift check)
 	cargo bench --locked --bench reconcile

@@ -18,7 +18,11 @@ enum Command {
     /// Run the operator.
     Run(citystack::run::RunArgs),
     /// Print the CustomResourceDefinitions (YAML).
-    Crds,
+    Crds {
+        /// Write one file per CRD into this folder instead (`<name>.yaml`).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
     /// Print, offline, the objects a SolutionStack becomes (YAML).
     Render {
         /// File holding one or more SolutionStack documents; other kinds are skipped.
@@ -32,7 +36,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => citystack::run::run(args).await.map_err(|e| e.to_string()),
-        Command::Crds => citystack::api::crds_yaml().map(|y| print!("{y}")).map_err(|e| e.to_string()),
+        Command::Crds { out_dir: None } => {
+            citystack::api::crds_yaml().map(|y| print!("{y}")).map_err(|e| e.to_string())
+        }
+        Command::Crds { out_dir: Some(dir) } => write_crds(&dir),
         Command::Render { file } => render(&file).map(|y| print!("{y}")),
     };
     match result {
@@ -42,6 +49,16 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn write_crds(dir: &PathBuf) -> Result<(), String> {
+    let documents = citystack::api::crd_documents().map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (name, yaml) in documents {
+        let path = dir.join(name);
+        std::fs::write(&path, yaml).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn render(file: &PathBuf) -> Result<String, String> {

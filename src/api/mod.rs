@@ -1,8 +1,13 @@
 //! CRD types only: serde + schemars + CEL validation rules + docs.
 
+pub mod azure;
 pub mod condition;
 pub mod stack;
 
+pub use azure::{
+    AzureKind, AzureResource, AzureResourceSpec, AzureResourceStatus, DeletionPolicy, Export, ExportSource,
+    GenericSpec, Mode, Sku,
+};
 pub use condition::{ConditionSpec, merge_conditions};
 pub use stack::{
     Binding, BindingEnv, BindingStatus, Component, ComponentState, ComponentStatus, Expose, LocalRef, Port, Protocol,
@@ -11,19 +16,27 @@ pub use stack::{
 
 use kube::CustomResourceExt;
 
-/// The CRDs this operator serves, as the multi-document YAML `citystack crds` prints.
+/// The CRDs this operator serves, as the multi-document YAML `citystack crds` prints: the
+/// concatenation of [`crd_documents`].
 ///
 /// Errors: only if serialisation fails, which would be a bug in the types.
 pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
-    let mut out = String::new();
-    // One entry per kind; AzureResource joins with the Azure issue.
-    let crds = vec![SolutionStack::crd()];
-    for crd in &crds {
-        let mut value = serde_json::to_value(crd).map_err(<serde_yaml_ng::Error as serde::ser::Error>::custom)?;
+    Ok(crd_documents()?.into_iter().map(|(_, yaml)| yaml).collect())
+}
+
+/// Each CRD as `(file name, YAML document starting with "---")`, in file-name order: the
+/// files of `crds/` (`citystack crds --out-dir crds`).
+///
+/// Errors: only if serialisation fails, which would be a bug in the types.
+pub fn crd_documents() -> Result<Vec<(String, String)>, serde_yaml_ng::Error> {
+    let mut out = Vec::new();
+    for crd in [AzureResource::crd(), SolutionStack::crd()] {
+        let name = format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default());
+        let mut value = serde_json::to_value(&crd).map_err(<serde_yaml_ng::Error as serde::ser::Error>::custom)?;
         unwrap_descriptions(&mut value);
-        out.push_str("---\n");
-        out.push_str(&serde_yaml_ng::to_string(&value)?);
+        out.push((name, format!("---\n{}", serde_yaml_ng::to_string(&value)?)));
     }
+    out.sort();
     Ok(out)
 }
 
