@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod azure;
 pub mod binding;
 pub mod error;
 pub mod leader;

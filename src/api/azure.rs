@@ -14,6 +14,8 @@ use crate::api::LocalRef;
 /// One Azure resource, reconciled through ARM. Stacks create these for inline
 /// `bindings[].azure` (owned by the stack) or reference existing ones with
 /// `bindings[].azureResourceRef`.
+// The derive repeats `type_` across printcolumns, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "citystack.io",
