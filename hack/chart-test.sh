@@ -56,7 +56,7 @@ finish() {
   fi
   if [ "$test_crd_created" = 1 ]; then
     "$helm" uninstall citystack-tmpl -n citystack-chart-test-system >/dev/null 2>&1 || true
-    "$kubectl" delete crd solutionstacks.chart-test.citystack.io --ignore-not-found >/dev/null || true
+    "$kubectl" delete crd solutionstacks.chart-test.citystack.io azureresources.chart-test.citystack.io --ignore-not-found >/dev/null || true
   fi
   rm -rf "$work"
   exit "$rc"
@@ -149,7 +149,8 @@ check "workload identity: SA annotation and pod label" bash -c "
 check "client secret: AZURE_* env from the Secret" bash -c "
   out=\$('$helm' template $release $chart --set azure.clientSecret.existingSecret=sp) &&
   [ \$(grep -c 'name: sp' <<<\"\$out\") = 3 ] && grep -q AZURE_CLIENT_SECRET <<<\"\$out\""
-check "no Azure settings by default" lacks "$work/cluster.yaml" "azure"
+check "no Azure identity settings by default" lacks "$work/cluster.yaml" "AZURE_"
+check "no workload identity by default" lacks "$work/cluster.yaml" "azure.workload.identity"
 refuses "workload identity without clientId is refused" "clientId is required" \
   "$helm" template "$release" "$chart" --set azure.workloadIdentity.enabled=true
 refuses "workload identity and client secret together are refused" "exclusive" \
@@ -161,8 +162,19 @@ check "no CRD among the templates by default" lacks "$work/cluster.yaml" "kind: 
 render --set crds.templated=true --show-only templates/crds.yaml >"$work/templated-crds.yaml"
 check "crds.templated: the CRD carries helm.sh/resource-policy: keep" has "$work/templated-crds.yaml" "helm.sh/resource-policy: keep"
 # The templated CRD must be the crds/ one: compare the specs as kubectl reads them.
-templated_spec=$("$kubectl" create --dry-run=client -o jsonpath='{.spec}' -f "$work/templated-crds.yaml")
-crds_spec=$("$kubectl" create --dry-run=client -o jsonpath='{.spec}' -f crds/solutionstacks.citystack.io.yaml)
+# Each CRD's spec, by name, in one canonical JSON document.
+specs() {
+  "$kubectl" create --dry-run=client -o json "$@" | python3 -c '
+import json, sys
+text, decoder, items, at = sys.stdin.read(), json.JSONDecoder(), [], 0
+while text[at:].strip():
+    doc, end = decoder.raw_decode(text, at + len(text[at:]) - len(text[at:].lstrip()))
+    items.extend(doc.get("items", [doc]))
+    at = end
+print(json.dumps({i["metadata"]["name"]: i["spec"] for i in items}, sort_keys=True))'
+}
+templated_spec=$(specs -f "$work/templated-crds.yaml")
+crds_spec=$(specs -f crds/)
 check "crds.templated: same spec as crds/" test "$templated_spec" = "$crds_spec"
 
 step "server-side dry run against the cluster"
@@ -241,8 +253,11 @@ watched_rules() {
   expect_verbs "$as" "$scope" solutionstacks.citystack.io finalizers update
   expect_verbs "$as" "$scope" deployments.apps "" get list watch create patch delete
   expect_verbs "$as" "$scope" services "" get list watch create patch delete
-  expect_verbs "$as" "$scope" secrets "" get list watch
+  expect_verbs "$as" "$scope" secrets "" get list watch create patch
   expect_verbs "$as" "$scope" events.events.k8s.io "" create patch
+  expect_verbs "$as" "$scope" azureresources.citystack.io "" get list watch patch
+  expect_verbs "$as" "$scope" azureresources.citystack.io status patch
+  expect_verbs "$as" "$scope" azureresources.citystack.io finalizers update
 }
 # no_rules AS SCOPE: nothing of the controller's resources in that scope.
 no_rules() {
@@ -253,6 +268,7 @@ no_rules() {
   expect_verbs "$as" "$scope" services ""
   expect_verbs "$as" "$scope" secrets ""
   expect_verbs "$as" "$scope" events.events.k8s.io ""
+  expect_verbs "$as" "$scope" azureresources.citystack.io ""
 }
 # common_rules AS RELEASE_NS: leases only in the release namespace, the self check, nothing else.
 common_rules() {
@@ -265,7 +281,7 @@ common_rules() {
   expect_verbs "$as" "-n $unwatched" pods ""
   expect_verbs "$as" "-n $unwatched" configmaps ""
   expect_verbs "$as" "-n $unwatched" events ""
-  expect_verbs "$as" "-A" namespaces ""
+  expect_verbs "$as" "-A" namespaces "" get list
   expect_verbs "$as" "-A" roles.rbac.authorization.k8s.io ""
 }
 as_cluster=system:serviceaccount:$ns:$sa
@@ -306,15 +322,16 @@ add_newfield() { # CHART_DIR: a harmless optional string under spec in each CRD 
 step "crds.templated=true path, on a copy of the CRD renamed to group chart-test.citystack.io"
 # The shared CRD is left alone: a renamed copy exercises install, upgrade and uninstall.
 tcrd=solutionstacks.chart-test.citystack.io
+tcrds=("$tcrd" azureresources.chart-test.citystack.io)
 trelease=citystack-tmpl
 cp -r "$chart" "$work/templated"
 sed -i 's/citystack\.io/chart-test.citystack.io/g' "$work"/templated/crds/*.yaml
-"$kubectl" delete crd "$tcrd" --ignore-not-found --wait >/dev/null
+"$kubectl" delete crd "${tcrds[@]}" --ignore-not-found --wait >/dev/null
 test_crd_created=1
 tinstall() { "$helm" install "$trelease" "$work/templated" -n "$ns_release_ns" "${image[@]}" --set replicaCount=1 \
   --set "watchNamespaces={${watched[0]}}" --set crds.templated=true --wait --timeout 120s "$@"; }
 refuses "install without --skip-crds is refused (crds/ created the CRD first)" "--skip-crds" tinstall
-check "(that CRD is unowned; delete it)" "$kubectl" delete crd "$tcrd" --wait
+check "(those CRDs are unowned; delete them)" "$kubectl" delete crd "${tcrds[@]}" --wait
 check "helm install --skip-crds --set crds.templated=true" tinstall --skip-crds
 check "the CRD belongs to the release and has resource-policy keep" bash -c "
   [ \"\$('$kubectl' get crd $tcrd -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name} {.metadata.annotations.helm\.sh/resource-policy}')\" = '$trelease keep' ]"
@@ -325,8 +342,8 @@ add_newfield "$work/templated"
 check "helm upgrade with a new CRD field (no kubectl step)" "$helm" upgrade "$trelease" "$work/templated" -n "$ns_release_ns" --reuse-values --wait --timeout 120s
 check "the live CRD has newfield" bash -c "'$kubectl' get crd $tcrd -o json | grep -q newfield"
 check "helm uninstall $trelease" "$helm" uninstall "$trelease" -n "$ns_release_ns" --wait --timeout 60s
-check "the CRD survives the uninstall (keep)" "$kubectl" get crd "$tcrd"
-check "(delete the test CRD)" "$kubectl" delete crd "$tcrd" --wait
+check "the CRDs survive the uninstall (keep)" "$kubectl" get crd "${tcrds[@]}"
+check "(delete the test CRDs)" "$kubectl" delete crd "${tcrds[@]}" --wait
 test_crd_created=0
 
 step "CRD upgrade path: server-side apply of crds/, then helm upgrade"

@@ -16,6 +16,8 @@ hack/helm/build.sh >.local/helm-build.log 2>&1 &
 helm_pid=$!
 cargo build --locked --all-targets
 cargo test --locked --lib --bins
+# The ARM simulator's own contract tests, including the official Azure SDK against it.
+cargo test --locked -p armsim
 echo "waiting for the control-plane build (log: .local/cluster-build.log)"
 if ! wait "$build_pid"; then
   tail -40 .local/cluster-build.log

@@ -16,6 +16,16 @@ pub enum Category {
     KubeApi,
     /// An object could not be encoded or decoded.
     Serialization,
+    /// Azure refused the credential (401/403, bad secret, expired token).
+    AzureAuth,
+    /// Azure (or the operator's own per-subscription budget) throttled the request.
+    AzureThrottled,
+    /// A long-running ARM operation ended Failed or Canceled; waits for a spec change.
+    AzureOperationFailed,
+    /// The Azure resource exists but belongs to someone else; waits for a spec change.
+    AzureConflict,
+    /// Any other ARM error.
+    AzureApi,
 }
 
 impl Category {
@@ -27,12 +37,23 @@ impl Category {
             Category::MissingReference => "MissingReference",
             Category::KubeApi => "KubeApi",
             Category::Serialization => "Serialization",
+            Category::AzureAuth => "AzureAuth",
+            Category::AzureThrottled => "AzureThrottled",
+            Category::AzureOperationFailed => "AzureOperationFailed",
+            Category::AzureConflict => "AzureConflict",
+            Category::AzureApi => "AzureApi",
         }
     }
 
     /// Whether retrying without a spec change can help (else the object waits for a change).
     pub const fn is_transient(self) -> bool {
-        !matches!(self, Category::InvalidSpec | Category::DependencyCycle)
+        !matches!(
+            self,
+            Category::InvalidSpec
+                | Category::DependencyCycle
+                | Category::AzureOperationFailed
+                | Category::AzureConflict
+        )
     }
 }
 

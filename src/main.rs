@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator.
-    Run(citystack::run::RunArgs),
+    Run(Box<citystack::run::RunArgs>),
     /// Print the CustomResourceDefinitions (YAML).
     Crds {
         /// Write one file per CRD into this folder instead (`<name>.yaml`).
@@ -35,7 +35,7 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => citystack::run::run(args).await.map_err(|e| e.to_string()),
+        Command::Run(args) => citystack::run::run(*args).await.map_err(|e| e.to_string()),
         Command::Crds { out_dir: None } => {
             citystack::api::crds_yaml().map(|y| print!("{y}")).map_err(|e| e.to_string())
         }

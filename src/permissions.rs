@@ -46,6 +46,11 @@ pub fn required(namespaces: &[Option<String>], lease_namespace: Option<&str>) ->
         ("", "services", "", &["get", "list", "watch", "create", "patch", "delete"]),
         ("", "secrets", "", &["get", "list", "watch"]),
         ("events.k8s.io", "events", "", &["create", "patch"]),
+        ("citystack.io", "azureresources", "", &["get", "list", "watch", "patch"]),
+        ("citystack.io", "azureresources", "status", &["patch"]),
+        ("citystack.io", "azureresources", "finalizers", &["update"]),
+        // Binding Secrets of AzureResources.
+        ("", "secrets", "", &["create", "patch"]),
     ];
     let mut out = Vec::new();
     for namespace in namespaces {
@@ -55,6 +60,9 @@ pub fn required(namespaces: &[Option<String>], lease_namespace: Option<&str>) ->
             }
         }
     }
+    // Trusted-namespace checks (label selector) and the cluster identity (kube-system's UID).
+    out.push(Permission { group: "", resource: "namespaces", subresource: "", verb: "list", namespace: None });
+    out.push(Permission { group: "", resource: "namespaces", subresource: "", verb: "get", namespace: None });
     if let Some(ns) = lease_namespace {
         for verb in ["get", "list", "watch", "create", "patch"] {
             out.push(Permission {
@@ -110,6 +118,7 @@ mod tests {
         let per_namespace = all.iter().filter(|p| p.namespace.as_deref() == Some("a")).count();
         assert_eq!(all.iter().filter(|p| p.namespace.as_deref() == Some("b")).count(), per_namespace);
         assert_eq!(all.iter().filter(|p| p.resource == "leases").count(), 5);
+        assert_eq!(all.iter().filter(|p| p.resource == "namespaces").count(), 2);
         let status = Permission {
             group: "citystack.io",
             resource: "solutionstacks",

@@ -11,6 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::leader::{self, LeaderGate, LeaseSettings};
+use std::sync::Arc;
+
+use crate::azure::arm::ArmShared;
+use crate::azure::cloud::{AzureArgs, Cloud};
+use crate::azure::controller::AzureSettings;
+use crate::azure::credential::Credentials;
 use crate::permissions;
 use crate::stack;
 use crate::telemetry::{self, Health, LogFormat, Metrics};
@@ -57,6 +63,9 @@ pub struct RunArgs {
     /// Seconds in-flight reconciles get to finish after SIGTERM before the process exits.
     #[arg(long, default_value_t = 20)]
     pub shutdown_timeout: u64,
+    /// Azure Resource Manager settings.
+    #[command(flatten)]
+    pub azure: AzureArgs,
 }
 
 /// Errors that stop `citystack run` before the controllers start.
@@ -78,11 +87,19 @@ pub enum StartError {
     },
 }
 
+/// Chooses rustls' crypto provider for the process (ring, which kube uses). Needed because
+/// the Azure SDK's HTTP client links a second provider, and rustls then refuses to guess.
+/// Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Builds a client from `--kubeconfig`, else `KUBECONFIG` / `~/.kube/config`, else the
 /// in-cluster service account, with the request-counting layer of `metrics`.
 ///
 /// Errors: `Kubeconfig` when no configuration can be loaded.
 pub async fn client(kubeconfig: Option<&PathBuf>, metrics: &Metrics) -> Result<Client, StartError> {
+    install_crypto_provider();
     let config = match kubeconfig {
         Some(path) => {
             let file =
@@ -117,7 +134,21 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     };
     // One controller per watched namespace: a namespaced install can then run with Roles only.
     // /readyz turns ready once all of them have synced their caches.
-    let health = Health::new(namespaces.len());
+    // Two controllers (SolutionStack, AzureResource) per watched namespace.
+    let health = Health::new(namespaces.len() * 2);
+    let cloud = Cloud::from_args(&args.azure).map_err(StartError::Flags)?;
+    let transport = crate::azure::cloud::transport(args.azure.azure_ca_bundle.as_ref()).map_err(StartError::Flags)?;
+    let arm = ArmShared::new(
+        transport,
+        &cloud.arm_endpoint,
+        &cloud.scope,
+        args.azure.azure_requests_per_second,
+        metrics.clone(),
+    );
+    let credentials = Arc::new(
+        Credentials::new(client.clone(), arm, cloud, args.azure.azure_identity, &args.azure.trusted_namespaces)
+            .map_err(|e| StartError::Flags(e.to_string()))?,
+    );
     telemetry::serve_admin(args.admin_addr, metrics.clone(), health.clone())
         .await
         .map_err(|source| StartError::Admin { addr: args.admin_addr, source })?;
@@ -153,11 +184,34 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             }
         }
     });
-    let controllers = namespaces.into_iter().map(|namespace| {
-        let settings =
-            stack::Settings { namespace, concurrency: args.concurrency, resync: Duration::from_secs(args.resync) };
-        stack::run(client.clone(), settings, metrics.clone(), health.clone(), leader.clone(), shutdown.clone())
-    });
+    let mut controllers: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();
+    for namespace in namespaces {
+        let resync = Duration::from_secs(args.resync);
+        let settings = stack::Settings { namespace: namespace.clone(), concurrency: args.concurrency, resync };
+        controllers.push(Box::pin(stack::run(
+            client.clone(),
+            settings,
+            metrics.clone(),
+            health.clone(),
+            leader.clone(),
+            shutdown.clone(),
+        )));
+        let settings = AzureSettings {
+            namespace,
+            concurrency: args.concurrency,
+            resync,
+            default_subscription: args.azure.azure_subscription_id.clone(),
+        };
+        controllers.push(Box::pin(crate::azure::controller::run(
+            client.clone(),
+            settings,
+            credentials.clone(),
+            metrics.clone(),
+            health.clone(),
+            leader.clone(),
+            shutdown.clone(),
+        )));
+    }
     let mut controllers = std::pin::pin!(futures::future::join_all(controllers));
     tokio::select! {
         _ = &mut controllers => {}

@@ -105,6 +105,19 @@ pub struct Metrics {
     applies: Family<ApplyLabels, Counter>,
     leader: Gauge,
     in_flight: Family<ControllerLabels, Gauge>,
+    arm_requests: Family<ArmLabels, Counter>,
+    arm_headroom: Family<HeadroomLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ArmLabels {
+    method: &'static str,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HeadroomLabels {
+    kind: &'static str,
 }
 
 impl Default for Metrics {
@@ -142,6 +155,18 @@ impl Metrics {
             "Reconciles running now, by controller (at most --concurrency per watched namespace)",
             in_flight.clone(),
         );
+        let arm_requests = Family::<ArmLabels, Counter>::default();
+        registry.register(
+            "arm_requests",
+            "Requests sent to Azure Resource Manager, by method and HTTP status",
+            arm_requests.clone(),
+        );
+        let arm_headroom = Family::<HeadroomLabels, Gauge>::default();
+        registry.register(
+            "arm_ratelimit_remaining",
+            "Last x-ms-ratelimit-remaining-subscription-{reads,writes} ARM reported",
+            arm_headroom.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -153,7 +178,18 @@ impl Metrics {
             "Desired children by kind and outcome (applied: server-side apply sent; skipped: already converged)",
             applies.clone(),
         );
-        Self { registry: Arc::new(registry), reconciles, errors, duration, kube_requests, applies, leader, in_flight }
+        Self {
+            registry: Arc::new(registry),
+            reconciles,
+            errors,
+            duration,
+            kube_requests,
+            applies,
+            leader,
+            in_flight,
+            arm_requests,
+            arm_headroom,
+        }
     }
 
     /// Counts a reconcile start.
@@ -177,6 +213,16 @@ impl Metrics {
     pub fn child_apply(&self, kind: &'static str, applied: bool) {
         let outcome = if applied { "applied" } else { "skipped" };
         self.applies.get_or_create(&ApplyLabels { kind, outcome }).inc();
+    }
+
+    /// Counts an ARM request by method and status (a number, or `auth` / `transport`).
+    pub fn arm_request(&self, method: &'static str, status: &str) {
+        self.arm_requests.get_or_create(&ArmLabels { method, status: status.to_owned() }).inc();
+    }
+
+    /// Records ARM's reported throttle headroom (`reads` or `writes`).
+    pub fn arm_ratelimit_remaining(&self, kind: &'static str, remaining: i64) {
+        self.arm_headroom.get_or_create(&HeadroomLabels { kind }).set(remaining);
     }
 
     /// Records whether this instance is the leader.

@@ -316,6 +316,10 @@ pub struct AzureResourceStatus {
     /// The binding Secret (servicebinding.io "provisioned service" duck type).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<LocalRef>,
+    /// URL of the long-running operation in flight (`Azure-AsyncOperation` of the last
+    /// PUT), followed until it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
     /// Hash of the desired state last sent with a PUT, including write-only fields (which
     /// ARM never returns), so a PUT is sent again only when they change.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -66,7 +66,7 @@ const TABLE: [KindInfo; 7] = [
     KindInfo {
         kind: AzureKind::ResourceGroup,
         arm_type: "Microsoft.Resources/resourceGroups",
-        api_version: "2024-03-01",
+        api_version: "2025-04-01",
         name: NameRule { min: 1, max: 90, hyphens: true, upper: true, letter_first: false, global: false },
         holds_data: true,
         keys: Keys::None,
@@ -75,7 +75,7 @@ const TABLE: [KindInfo; 7] = [
     KindInfo {
         kind: AzureKind::StorageAccount,
         arm_type: "Microsoft.Storage/storageAccounts",
-        api_version: "2024-01-01",
+        api_version: "2026-09-01",
         name: NameRule { min: 3, max: 24, hyphens: false, upper: false, letter_first: false, global: true },
         holds_data: true,
         keys: Keys::Action("listKeys"),
@@ -84,7 +84,7 @@ const TABLE: [KindInfo; 7] = [
     KindInfo {
         kind: AzureKind::PostgreSQLFlexibleServer,
         arm_type: "Microsoft.DBforPostgreSQL/flexibleServers",
-        api_version: "2024-08-01",
+        api_version: "2025-08-01",
         name: NameRule { min: 3, max: 63, hyphens: true, upper: false, letter_first: false, global: true },
         holds_data: true,
         keys: Keys::GeneratedPassword,
@@ -102,8 +102,8 @@ const TABLE: [KindInfo; 7] = [
     KindInfo {
         kind: AzureKind::EventHubNamespace,
         arm_type: "Microsoft.EventHub/namespaces",
-        api_version: "2024-01-01",
-        name: NameRule { min: 6, max: 50, hyphens: true, upper: true, letter_first: true, global: true },
+        api_version: "2026-01-01",
+        name: NameRule { min: 8, max: 50, hyphens: true, upper: true, letter_first: true, global: true },
         holds_data: false,
         keys: Keys::NamespaceRule,
         binding_type: "azure-eventhubs",
@@ -111,7 +111,7 @@ const TABLE: [KindInfo; 7] = [
     KindInfo {
         kind: AzureKind::KeyVault,
         arm_type: "Microsoft.KeyVault/vaults",
-        api_version: "2024-11-01",
+        api_version: "2026-02-01",
         name: NameRule { min: 3, max: 24, hyphens: true, upper: true, letter_first: true, global: true },
         holds_data: true,
         keys: Keys::None,
@@ -120,7 +120,7 @@ const TABLE: [KindInfo; 7] = [
     KindInfo {
         kind: AzureKind::CognitiveServicesAccount,
         arm_type: "Microsoft.CognitiveServices/accounts",
-        api_version: "2024-10-01",
+        api_version: "2026-09-01",
         name: NameRule { min: 2, max: 64, hyphens: true, upper: true, letter_first: false, global: true },
         holds_data: false,
         keys: Keys::Action("listKeys"),
@@ -267,7 +267,7 @@ pub fn desired_body(
         }
         AzureKind::KeyVault => (
             None,
-            json!({"sku": {"family": "A", "name": "standard"}, "tenantId": tenant.unwrap_or_default(), "enableRbacAuthorization": true}),
+            json!({"sku": {"family": "A", "name": "standard"}, "tenantId": tenant.unwrap_or_default(), "enableRbacAuthorization": true, "accessPolicies": []}),
             None,
         ),
         AzureKind::CognitiveServicesAccount => {

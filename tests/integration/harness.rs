@@ -37,6 +37,7 @@ pub fn kubeconfig() -> PathBuf {
 
 /// A client for the test cluster, with the CRDs installed and Established.
 pub async fn client() -> Client {
+    citystack::run::install_crypto_provider();
     let path = kubeconfig();
     let file = Kubeconfig::read_from(&path)
         .unwrap_or_else(|e| panic!("no test cluster kubeconfig at {}: {e} (run `make test`)", path.display()));
@@ -49,17 +50,18 @@ pub async fn client() -> Client {
 
 async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = SolutionStack::crd();
-    let name = crd.name_any();
-    crds.patch(&name, &PatchParams::apply("citystack-tests").force(), &Patch::Apply(&crd))
-        .await
-        .unwrap_or_else(|e| panic!("install CRD: {e}"));
-    wait_until("CRD Established", DEADLINE, || async {
-        let crd = crds.get(&name).await.ok()?;
-        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
+    for crd in [SolutionStack::crd(), citystack::api::AzureResource::crd()] {
+        let name = crd.name_any();
+        crds.patch(&name, &PatchParams::apply("citystack-tests").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("install CRD: {e}"));
+        wait_until("CRD Established", DEADLINE, || async {
+            let crd = crds.get(&name).await.ok()?;
+            let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        })
+        .await;
+    }
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.

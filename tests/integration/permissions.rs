@@ -2,7 +2,7 @@
 //! in /readyz and the log.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -29,7 +29,11 @@ async fn missing_verb_fails_readyz_by_name() {
             {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "patch"]},
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+            {"apiGroups": ["citystack.io"], "resources": ["azureresources"], "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": ["citystack.io"], "resources": ["azureresources/status"], "verbs": ["patch"]},
+            {"apiGroups": ["citystack.io"], "resources": ["azureresources/finalizers"], "verbs": ["update"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch"]}
         ]
     }))
     .unwrap_or_else(|e| panic!("{e}"));
@@ -45,6 +49,24 @@ async fn missing_verb_fails_readyz_by_name() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
+    // Cluster-wide: reading Namespaces (trusted-namespace checks, the cluster identity).
+    let cluster_role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": format!("{ns}-narrow")},
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list"]}]
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    Api::<ClusterRole>::all(client.clone()).create(&create, &cluster_role).await.unwrap_or_else(|e| panic!("{e}"));
+    let cluster_binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{ns}-narrow")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{ns}-narrow")},
+        "subjects": [{"kind": "ServiceAccount", "name": "narrow", "namespace": ns}]
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&create, &cluster_binding)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
     let kubeconfig = harness::service_account_kubeconfig(&client, &ns, "narrow").await;
     let kubeconfig = kubeconfig.to_string_lossy().into_owned();
     let operator = Operator::start_unready(&ns, &["--kubeconfig", &kubeconfig]).await;
@@ -57,5 +79,7 @@ async fn missing_verb_fails_readyz_by_name() {
     assert!(body.contains(&expected), "{body}");
     assert_eq!(body.matches("missing permission").count(), 1, "only the one verb is missing: {body}");
     assert!(operator.log().contains(&expected), "the log names it too:\n{}", operator.log());
+    let _ = Api::<ClusterRoleBinding>::all(client.clone()).delete(&format!("{ns}-narrow"), &Default::default()).await;
+    let _ = Api::<ClusterRole>::all(client.clone()).delete(&format!("{ns}-narrow"), &Default::default()).await;
     harness::delete_namespace(&client, &ns).await;
 }

@@ -77,12 +77,23 @@ src/permissions.rs checks at start-up). Leases are separate: only in the release
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
-  # Bound Secrets are only read (metadata by a watch, data by a GET), never written.
+  # Users' bound Secrets are read (metadata by a watch, data by a GET); create/patch serve
+  # only the binding Secrets the operator writes for AzureResources (server-side apply).
   resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+- apiGroups: ["citystack.io"]
+  # patch also adds and removes the Azure cleanup finalizer.
+  resources: ["azureresources"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["citystack.io"]
+  resources: ["azureresources/status"]
+  verbs: ["patch"]
+- apiGroups: ["citystack.io"]
+  resources: ["azureresources/finalizers"]
+  verbs: ["update"]
 {{- end }}
 
 {{/* Checks of value combinations that the schema cannot express. */}}
