@@ -638,6 +638,10 @@ fn children(object: &AzureResource, target: &Target) -> Vec<(String, Value)> {
     out
 }
 
+fn binding_type(object: &AzureResource) -> &'static str {
+    kinds::info(object.spec.kind).map(|k| k.binding_type).unwrap_or("azure")
+}
+
 fn binding_secret_name(object: &AzureResource) -> String {
     format!("{}-binding", object.name_any())
 }
@@ -685,7 +689,8 @@ async fn write_binding(object: &AzureResource, ctx: &Context, data: &BTreeMap<St
             "labels": {naming::label::MANAGED_BY: naming::MANAGED_BY, "citystack.io/azure-resource": object.name_any()},
             "ownerReferences": owner.map(|o| vec![o]).unwrap_or_default(),
         },
-        "type": format!("servicebinding.io/{}", data.get("type").cloned().unwrap_or_else(|| "azure".into())),
+        // The Secret type is immutable: derive it from the kind, not from the data written.
+        "type": format!("servicebinding.io/{}", binding_type(object)),
         "data": wanted,
     });
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))

@@ -4,6 +4,7 @@
 mod harness;
 
 mod admission;
+mod azure;
 mod bindings;
 mod dependencies;
 mod gitops_health;

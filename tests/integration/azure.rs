@@ -1,0 +1,227 @@
+//! AzureResources against the ARM simulator (an in-process HTTPS server speaking the ARM
+//! contract, with an Entra-style token endpoint): the operator reaches it exactly as it
+//! would reach Azure, with a ClientSecretCredential, only the endpoints and CA differ.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use citystack::api::AzureResource;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::Api;
+use serde_json::{Value, json};
+
+use crate::harness::{self, DEADLINE, Operator, wait_until};
+
+/// Subscription used by the tests.
+pub const SUBSCRIPTION: &str = "6f1c2a0e-3b7d-4c55-9a1e-2f5d7c9b0a11";
+
+/// An in-process ARM simulator and what an operator needs to reach it.
+pub struct Sim {
+    server: armsim::Server,
+    http: reqwest::Client,
+    ca_file: PathBuf,
+}
+
+impl Sim {
+    /// Starts a simulator whose long-running operations take `operation` to finish.
+    pub async fn start(operation: Duration) -> Sim {
+        let server = armsim::start(armsim::Config { operation_time: operation, ..Default::default() })
+            .await
+            .unwrap_or_else(|e| panic!("armsim: {e}"));
+        let ca_file = std::env::temp_dir().join(format!("armsim-ca-{}.pem", server.addr.port()));
+        std::fs::write(&ca_file, &server.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+        let cert = reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let http = reqwest::Client::builder().add_root_certificate(cert).build().unwrap_or_else(|e| panic!("{e}"));
+        Sim { server, http, ca_file }
+    }
+
+    /// `citystack run` flags that point the operator at this simulator.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--azure-cloud".into(),
+            "custom".into(),
+            "--azure-arm-endpoint".into(),
+            self.server.endpoint.clone(),
+            "--azure-authority-host".into(),
+            self.server.endpoint.clone(),
+            "--azure-ca-bundle".into(),
+            self.ca_file.to_string_lossy().into_owned(),
+        ]
+    }
+
+    /// Calls the admin API.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.http.request(method, format!("{}{path}", self.server.endpoint));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("armsim admin {path}: {e}"));
+        let bytes = response.bytes().await.unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    }
+
+    /// The request log: (method, path) of every ARM request since the last reset.
+    pub async fn requests(&self) -> Vec<(String, String)> {
+        let log = self.admin(reqwest::Method::GET, "/_admin/requests", None).await;
+        log.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| Some((r.get("method")?.as_str()?.to_owned(), r.get("path")?.as_str()?.to_owned())))
+            .filter(|(_, path)| path.starts_with("/subscriptions/"))
+            .collect()
+    }
+}
+
+/// The namespace's default credential Secret for the simulator's test client.
+pub async fn credential_secret(client: &Client, ns: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "citystack-azure"},
+        "stringData": {
+            "AZURE_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "AZURE_CLIENT_ID": "citystack-test",
+            "AZURE_CLIENT_SECRET": "not-a-secret",
+            "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION
+        }
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    harness::apply(&Api::<Secret>::namespaced(client.clone(), ns), &secret).await;
+}
+
+fn azr(name: &str, spec: Value) -> AzureResource {
+    serde_json::from_value(json!({"apiVersion": "citystack.io/v1alpha1", "kind": "AzureResource", "metadata": {"name": name}, "spec": spec}))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Waits until the AzureResource is Ready at its current generation.
+pub async fn wait_azr_ready(api: &Api<AzureResource>, name: &str) -> AzureResource {
+    let mut last = None;
+    let found = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(o) = api.get(name).await {
+                let current = o.status.as_ref().and_then(|s| s.observed_generation) == o.metadata.generation;
+                let ready = o
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                if current && ready {
+                    return o;
+                }
+                last = o.status.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("AzureResource {name} not Ready; last status: {last:#?}"))
+}
+
+async fn binding_data(client: &Client, ns: &str, azr: &AzureResource) -> BTreeMap<String, String> {
+    let name = azr
+        .status
+        .as_ref()
+        .and_then(|s| s.binding.as_ref())
+        .map(|b| b.name.clone())
+        .unwrap_or_else(|| panic!("no binding"));
+    let secret = Api::<Secret>::namespaced(client.clone(), ns).get(&name).await.unwrap_or_else(|e| panic!("{e}"));
+    secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curated_kinds_provision_and_export_bindings() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "azure", json!({})).await;
+    credential_secret(&client, &ns).await;
+    let sim = Sim::start(Duration::from_millis(500)).await;
+    let flags = sim.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let operator = Operator::start_with(&ns, 3, &flags).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+
+    harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-city", "location": "southeastasia"})))
+        .await;
+    wait_azr_ready(&api, "rg").await;
+    let base = json!({"resourceGroup": "rg-city", "location": "South East Asia"});
+    let with = |extra: Value| {
+        let mut spec = base.clone();
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        spec
+    };
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        (
+            "archive",
+            with(json!({"kind": "StorageAccount", "containers": ["raw", "processed"], "queues": ["jobs"]})),
+            &[
+                "type",
+                "provider",
+                "account-name",
+                "account-key",
+                "connection-string",
+                "blob-endpoint",
+                "queue-endpoint",
+            ],
+        ),
+        (
+            "records",
+            with(json!({"kind": "PostgreSQLFlexibleServer", "databases": ["patients"]})),
+            &["host", "port", "database", "username", "password", "sslmode"],
+        ),
+        ("cache", with(json!({"kind": "RedisCache"})), &["host", "port", "password", "ssl"]),
+        (
+            "telemetry",
+            with(json!({"kind": "EventHubNamespace", "hubs": ["vehicles"]})),
+            &["connection-string", "fully-qualified-namespace", "hub"],
+        ),
+        ("vault", with(json!({"kind": "KeyVault"})), &["vault-uri"]),
+        ("vision", with(json!({"kind": "CognitiveServicesAccount"})), &["endpoint", "key"]),
+    ];
+    for (name, spec, _) in &cases {
+        harness::apply(&api, &azr(name, spec.clone())).await;
+    }
+    for (name, _, keys) in &cases {
+        let ready = wait_azr_ready(&api, name).await;
+        let status = ready.status.clone().unwrap_or_default();
+        assert!(
+            status.resource_id.as_deref().is_some_and(
+                |id| id.starts_with(&format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-city/providers/"))
+            ),
+            "{status:?}"
+        );
+        let data = binding_data(&client, &ns, &ready).await;
+        for key in *keys {
+            assert!(
+                data.get(*key).is_some_and(|v| !v.is_empty()),
+                "{name}: binding key {key} missing in {:?}",
+                data.keys()
+            );
+        }
+        assert_eq!(data.get("provider").map(String::as_str), Some("azure"));
+        // Secrets stay out of status.
+        let shown = serde_json::to_string(&status).unwrap_or_default();
+        for secret_key in ["account-key", "password", "connection-string", "key"] {
+            if let Some(v) = data.get(secret_key) {
+                assert!(!shown.contains(v.as_str()), "{name}: {secret_key} leaked into status");
+            }
+        }
+    }
+    let records = api.get("records").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(binding_data(&client, &ns, &records).await.get("database").map(String::as_str), Some("patients"));
+    // The generated PostgreSQL password never reaches the log.
+    let password = binding_data(&client, &ns, &records).await.get("password").cloned().unwrap_or_default();
+    assert!(!operator.log().contains(&password));
+
+    // Steady state: a resync of converged resources sends no PUT, PATCH or DELETE.
+    sim.admin(reqwest::Method::POST, "/_admin/reset-log", None).await;
+    let reconciles = operator.metric("citystack_reconciles_total", &[("controller", "azureresource")]).await;
+    wait_until("a resync of every AzureResource", DEADLINE, || async {
+        (operator.metric("citystack_reconciles_total", &[("controller", "azureresource")]).await >= reconciles + 7.0)
+            .then_some(())
+    })
+    .await;
+    let writes: Vec<_> = sim.requests().await.into_iter().filter(|(m, _)| m != "GET" && m != "POST").collect();
+    assert!(writes.is_empty(), "a resync wrote to ARM: {writes:?}");
+    harness::delete_namespace(&client, &ns).await;
+}
