@@ -120,6 +120,8 @@ mod tests {
         Binding {
             name: name.into(),
             secret_ref: Some(LocalRef { name: secret.into() }),
+            azure: None,
+            azure_resource_ref: None,
             env: vec![BindingEnv { name: "DB_HOST".into(), key: "host".into() }],
         }
     }

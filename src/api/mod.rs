@@ -10,8 +10,8 @@ pub use azure::{
 };
 pub use condition::{ConditionSpec, merge_conditions};
 pub use stack::{
-    Binding, BindingEnv, BindingStatus, Component, ComponentState, ComponentStatus, Expose, LocalRef, Port, Protocol,
-    SolutionStack, SolutionStackSpec, SolutionStackStatus,
+    AzureDefaults, Binding, BindingEnv, BindingStatus, Component, ComponentState, ComponentStatus, Expose, LocalRef,
+    Port, Protocol, SolutionStack, SolutionStackSpec, SolutionStackStatus,
 };
 
 use kube::CustomResourceExt;

@@ -86,6 +86,31 @@ pub struct SolutionStackSpec {
     #[schemars(length(max = 32))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub bindings: Vec<Binding>,
+
+    /// Defaults for the inline Azure bindings (`bindings[].azure`) that leave these unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureDefaults>,
+}
+
+/// Defaults applied to every inline Azure binding of the stack.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureDefaults {
+    /// Resource group of the stack's Azure resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 90), regex(pattern = r"^[-\w\._\(\)]+$"))]
+    pub resource_group: Option<String>,
+    /// Azure region, e.g. `southeastasia`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub location: Option<String>,
+    /// Subscription ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    pub subscription_id: Option<String>,
+    /// Credential Secret (same namespace) for the stack's Azure resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_ref: Option<LocalRef>,
 }
 
 /// A reference to an object in the stack's namespace, by name.
@@ -298,8 +323,8 @@ impl Expose {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "has(self.secretRef)",
-        "messageExpression": "'spec.bindings[' + self.name + ']: a binding needs exactly one source: secretRef'"
+        "rule": "[has(self.secretRef), has(self.azure), has(self.azureResourceRef)].filter(x, x).size() == 1",
+        "messageExpression": "'spec.bindings[' + self.name + ']: a binding needs exactly one source: secretRef, azure or azureResourceRef'"
     }
 ]))]
 pub struct Binding {
@@ -312,6 +337,16 @@ pub struct Binding {
     /// `provider`, `host`, `username`, `password`. Mounted directly, never copied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalRef>,
+
+    /// An Azure resource provisioned for this stack: the stack owns a child AzureResource
+    /// named `<stack>-<binding>` with this spec (defaults from `spec.azure`), and binds its
+    /// binding Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<crate::api::AzureResourceSpec>,
+
+    /// An existing AzureResource in this namespace whose binding Secret to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_resource_ref: Option<LocalRef>,
 
     /// Keys of the bound Secret to also inject as environment variables into every component
     /// that uses this binding.

@@ -13,7 +13,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::SolutionStack;
+use crate::api::{AzureResource, SolutionStack};
 use crate::error::{Error, Result};
 use crate::leader::LeaderGate;
 use crate::naming::{FIELD_MANAGER, label};
@@ -96,7 +96,7 @@ where
     Ok(Applied { object, change: Some(Change { action, kind: child.kind, name: child.name.clone() }) })
 }
 
-/// Deletes the Deployments and Services that belong to `stack` (label and controller
+/// Deletes the Deployments, Services and AzureResources that belong to `stack` (label and controller
 /// ownerReference with its UID) and are not in `keep` (names by kind). Objects the stack does
 /// not own are never touched. A child already gone (404) counts as pruned.
 ///
@@ -105,6 +105,7 @@ pub async fn prune(
     writer: &Writer,
     deployments: &Store<Deployment>,
     services: &Store<Service>,
+    azure: &Store<AzureResource>,
     stack: &SolutionStack,
     keep: &BTreeSet<(ChildKind, String)>,
 ) -> Result<Vec<Change>> {
@@ -114,6 +115,11 @@ pub async fn prune(
     }
     for name in orphans(services, stack, ChildKind::Service, keep) {
         delete::<Service>(writer, stack, &name, ChildKind::Service, &mut changes).await?;
+    }
+    // Removing an inline Azure binding deletes its AzureResource; what happens in Azure
+    // is that resource's deletion policy (Orphan by default for kinds that hold data).
+    for name in orphans(azure, stack, ChildKind::AzureResource, keep) {
+        delete::<AzureResource>(writer, stack, &name, ChildKind::AzureResource, &mut changes).await?;
     }
     Ok(changes)
 }

@@ -26,7 +26,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::api::{SolutionStack, SolutionStackStatus};
+use crate::api::{AzureResource, SolutionStack, SolutionStackStatus};
 use crate::error::{Error, Result, bounded};
 use crate::leader::LeaderGate;
 use crate::naming::{self, FIELD_MANAGER};
@@ -54,6 +54,7 @@ pub struct Context {
     writer: apply::Writer,
     deployments: Store<Deployment>,
     services: Store<Service>,
+    azure: Store<AzureResource>,
     secrets: SecretResolver,
     recorder: Recorder,
     resync: Duration,
@@ -96,7 +97,7 @@ pub async fn run(
     // stream (after `reflect`), not with `Store::wait_until_ready`: that future wakes only
     // the last task to poll it, and the Controller itself polls the stack store's.
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
-    let sync = SyncTracker::new(4, synced_tx, health);
+    let sync = SyncTracker::new(5, synced_tx, health);
     let owned = watcher::Config::default().labels(&naming::managed_selector());
     let (deploy_store, deploy_writer) = reflector::store();
     let deploy_stream = watcher(deployments, owned.clone())
@@ -111,6 +112,18 @@ pub async fn run(
         .modify(strip)
         .reflect(service_writer)
         .inspect(sync.observer(1))
+        .touched_objects();
+    // AzureResources: the stack's own (inline Azure bindings) and those it references.
+    let azure_api: Api<AzureResource> = match &settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (azure_store, azure_writer) = reflector::store();
+    let azure_stream = watcher(azure_api, watcher::Config::default())
+        .default_backoff()
+        .modify(strip)
+        .reflect(azure_writer)
+        .inspect(sync.observer(4))
         .touched_objects();
     // User Secrets: metadata only; a change wakes the stacks that bind them.
     let (secret_store, secret_writer) = reflector::store();
@@ -133,6 +146,7 @@ pub async fn run(
         writer: apply::Writer { client: client.clone(), gate: leader.clone(), metrics },
         deployments: deploy_store,
         services: service_store,
+        azure: azure_store,
         secrets: SecretResolver::new(client.clone(), secret_store),
         recorder: Recorder::new(client.clone(), reporter),
         resync: settings.resync,
@@ -152,6 +166,7 @@ pub async fn run(
         }
     });
     let secret_index = stack_store.clone();
+    let azure_index = stack_store.clone();
     let config = controller::Config::default().concurrency(settings.concurrency);
     let stop = shutdown.clone();
     Controller::for_stream(stack_stream, stack_store)
@@ -159,6 +174,7 @@ pub async fn run(
         .owns_stream(deploy_stream)
         .owns_stream(service_stream)
         .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| stacks_binding(&secret_index, &secret))
+        .watches_stream(azure_stream, move |resource: AzureResource| stacks_using(&azure_index, &resource))
         .reconcile_all_on(promotions)
         .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(reconcile, error_policy, ctx)
@@ -210,6 +226,20 @@ impl SyncTracker {
     }
 }
 
+/// The stacks an AzureResource matters to: its owner, and those that reference it.
+fn stacks_using(stacks: &Store<SolutionStack>, resource: &AzureResource) -> Vec<ObjectRef<SolutionStack>> {
+    let (namespace, name) = (resource.namespace(), resource.name_any());
+    stacks
+        .state()
+        .iter()
+        .filter(|s| s.namespace() == namespace)
+        .filter(|s| {
+            s.spec.bindings.iter().any(|b| resolve::azure_resource_name(s, b).as_deref() == Some(name.as_str()))
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
 fn strip<K: Resource>(object: &mut K) {
     object.managed_fields_mut().clear();
 }
@@ -221,7 +251,12 @@ fn stacks_binding(stacks: &Store<SolutionStack>, secret: &PartialObjectMeta<Secr
         .state()
         .iter()
         .filter(|s| s.namespace() == namespace)
-        .filter(|s| s.spec.bindings.iter().any(|b| b.secret_ref.as_ref().is_some_and(|r| r.name == name)))
+        .filter(|s| {
+            s.spec.bindings.iter().any(|b| {
+                b.secret_ref.as_ref().is_some_and(|r| r.name == name)
+                    || resolve::azure_resource_name(s, b).is_some_and(|azr| format!("{azr}-binding") == name)
+            })
+        })
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
 }
@@ -266,7 +301,7 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     }
 
     // 1. resolve (reads only)
-    let bindings = ctx.secrets.resolve(stack).await?;
+    let bindings = ctx.secrets.resolve(stack, &ctx.azure).await?;
     // 2. validate (pure)
     let validated = validate::validate(&stack.spec);
     // 3. render (pure)
@@ -297,7 +332,18 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     let spec_error = validated.as_ref().err();
     if let (Ok(validated), false) = (&validated, stack.spec.paused) {
         let mut keep = BTreeSet::new();
-        for name in &validated.order {
+        // Azure bindings first: components wait for them, so they must not wait for components.
+        for child in desired.iter().filter(|c| c.kind == ChildKind::AzureResource) {
+            keep.insert((child.kind, child.name.clone()));
+            if transient.is_some() {
+                continue;
+            }
+            match apply::apply_child::<AzureResource>(&ctx.writer, &ctx.azure, &namespace, child).await {
+                Ok(applied) => changes.extend(applied.change),
+                Err(error) => transient = Some(error),
+            }
+        }
+        for name in validated.order.iter().filter(|_| transient.is_none()) {
             let Some(component) = stack.spec.components.iter().find(|c| &c.name == name) else {
                 continue;
             };
@@ -329,7 +375,7 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
             plans.insert(name.clone(), Plan::Applied);
         }
         if transient.is_none() {
-            match apply::prune(&ctx.writer, &ctx.deployments, &ctx.services, stack, &keep).await {
+            match apply::prune(&ctx.writer, &ctx.deployments, &ctx.services, &ctx.azure, stack, &keep).await {
                 Ok(mut pruned) => changes.append(&mut pruned),
                 Err(error) => transient = Some(error),
             }
@@ -387,7 +433,7 @@ fn waits_for(
     names.dedup();
     for dep in names {
         if let Some(state) = bindings.get(dep) {
-            if let BindingState::NotReady { message, .. } = state {
+            if let BindingState::NotReady { message, .. } | BindingState::Pending { message } = state {
                 waits.push((dep.clone(), message.clone()));
             }
             continue;
@@ -425,6 +471,8 @@ async fn apply_component<'a>(
                 services.insert(child.component.clone(), format!("{}.{namespace}.svc", child.name));
                 changes.extend(applied.change);
             }
+            // Applied before the components, in the reconcile.
+            ChildKind::AzureResource => {}
         }
     }
     Ok(changes)

@@ -25,6 +25,8 @@ pub enum ChildKind {
     Deployment,
     /// core/v1 Service.
     Service,
+    /// citystack.io/v1alpha1 AzureResource (an inline Azure binding).
+    AzureResource,
 }
 
 impl ChildKind {
@@ -33,6 +35,7 @@ impl ChildKind {
         match self {
             ChildKind::Deployment => "Deployment",
             ChildKind::Service => "Service",
+            ChildKind::AzureResource => "AzureResource",
         }
     }
 }
@@ -44,14 +47,15 @@ pub struct DesiredChild {
     pub kind: ChildKind,
     /// Object name, `<stack>-<component>`.
     pub name: String,
-    /// The component it belongs to.
+    /// The component it belongs to (for an AzureResource: the binding).
     pub component: String,
     /// The full object, with `apiVersion`, `kind` and the desired-hash annotation.
     pub object: Value,
 }
 
 /// Renders every component of `stack` into its Deployment and (when it has ports and
-/// `expose` is not `None`) its Service, in component-name order.
+/// `expose` is not `None`) its Service, in component-name order, then every inline Azure
+/// binding into an AzureResource `<stack>-<binding>`, in binding-name order.
 ///
 /// `owner` is the ownerReference to set (absent offline, where the stack has no UID).
 /// Bindings missing from `resolved` are left out of the projection; callers hold such
@@ -69,20 +73,64 @@ pub fn render(
     for component in components {
         let name = naming::child_name(&stack.name_any(), &component.name);
         let deployment = render_deployment(stack, component, owner, resolved);
-        out.push(child(ChildKind::Deployment, name.clone(), component, &deployment)?);
+        out.push(child(ChildKind::Deployment, name.clone(), &component.name, &deployment)?);
         if let Some(service) = render_service(stack, component, owner) {
-            out.push(child(ChildKind::Service, name, component, &service)?);
+            out.push(child(ChildKind::Service, name, &component.name, &service)?);
         }
+    }
+    let mut bindings: Vec<_> = stack.spec.bindings.iter().filter(|b| b.azure.is_some()).collect();
+    bindings.sort_by(|a, b| a.name.cmp(&b.name));
+    for binding in bindings {
+        let name = naming::child_name(&stack.name_any(), &binding.name);
+        let resource = render_azure(stack, binding, owner);
+        out.push(child(ChildKind::AzureResource, name, &binding.name, &resource)?);
     }
     Ok(out)
 }
 
-fn child<T: serde::Serialize>(
-    kind: ChildKind,
-    name: String,
-    component: &Component,
-    object: &T,
-) -> Result<DesiredChild> {
+/// An inline Azure binding's AzureResource: the binding's spec with the stack's
+/// `spec.azure` defaults filled in.
+fn render_azure(stack: &SolutionStack, binding: &crate::api::Binding, owner: Option<&OwnerReference>) -> Value {
+    let mut spec = binding.azure.clone().unwrap_or_else(|| crate::api::AzureResourceSpec {
+        kind: crate::api::AzureKind::Generic,
+        mode: Default::default(),
+        name: None,
+        subscription_id: None,
+        resource_group: None,
+        location: None,
+        sku: None,
+        tags: Default::default(),
+        properties: None,
+        containers: vec![],
+        queues: vec![],
+        databases: vec![],
+        hubs: vec![],
+        generic: None,
+        deletion_policy: None,
+        credential_ref: None,
+    });
+    if let Some(defaults) = &stack.spec.azure {
+        spec.resource_group = spec.resource_group.or(defaults.resource_group.clone());
+        spec.location = spec.location.or(defaults.location.clone());
+        spec.subscription_id = spec.subscription_id.or(defaults.subscription_id.clone());
+        spec.credential_ref = spec.credential_ref.or(defaults.credential_ref.clone());
+    }
+    let stack_name = stack.name_any();
+    serde_json::json!({
+        "apiVersion": "citystack.io/v1alpha1",
+        "kind": "AzureResource",
+        "metadata": {
+            "name": naming::child_name(&stack_name, &binding.name),
+            "namespace": stack.namespace(),
+            "labels": naming::component_labels(&stack_name, &binding.name, stack.spec.solution.as_deref()),
+            "annotations": {},
+            "ownerReferences": owner.map(|o| vec![o.clone()]).unwrap_or_default(),
+        },
+        "spec": spec,
+    })
+}
+
+fn child<T: serde::Serialize>(kind: ChildKind, name: String, owner_entry: &str, object: &T) -> Result<DesiredChild> {
     let mut object =
         serde_json::to_value(object).map_err(|e| Error::encoding(format!("{} {name}", kind.as_str()), e))?;
     // The hash covers everything we set; serde_json maps are sorted, so it is stable.
@@ -90,7 +138,7 @@ fn child<T: serde::Serialize>(
     if let Some(annotations) = object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
         annotations.insert(DESIRED_HASH_ANNOTATION.into(), Value::String(hash));
     }
-    Ok(DesiredChild { kind, name, component: component.name.clone(), object })
+    Ok(DesiredChild { kind, name, component: owner_entry.to_owned(), object })
 }
 
 fn metadata(stack: &SolutionStack, component: &Component, owner: Option<&OwnerReference>) -> ObjectMeta {

@@ -14,15 +14,22 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use crate::api::{Binding, SolutionStack};
+use crate::api::{AzureResource, Binding, SolutionStack};
 use crate::binding::{ResolvedBinding, data_hash};
 use crate::error::{Category, Error, Result};
+use crate::naming;
 
 /// The state of one binding after resolution.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BindingState {
     /// The bound Secret exists with every key the binding maps.
     Ready(ResolvedBinding),
+    /// Being provisioned (an Azure binding whose AzureResource is not Ready yet); components
+    /// using it wait.
+    Pending {
+        /// What it waits for, e.g. `AzureResource traffic-archive: provisioningState Creating`.
+        message: String,
+    },
     /// Not usable yet; components using it wait. `message` names the Secret or key.
     NotReady {
         /// Why (e.g. `MissingReference`).
@@ -53,16 +60,41 @@ impl SecretResolver {
         Self { client, metadata, hashed: Mutex::new(HashMap::new()) }
     }
 
-    /// Resolves every binding of `stack`, by binding name.
+    /// Resolves every binding of `stack`, by binding name. Azure bindings are looked up in
+    /// `azure` (the AzureResource cache): Ready with a binding Secret, or Pending.
     ///
     /// Errors: `KubeApi` when a GET of a Secret fails for a reason other than 404.
-    pub async fn resolve(&self, stack: &SolutionStack) -> Result<BTreeMap<String, BindingState>> {
+    pub async fn resolve(
+        &self,
+        stack: &SolutionStack,
+        azure: &Store<AzureResource>,
+    ) -> Result<BTreeMap<String, BindingState>> {
         let namespace = stack.namespace().unwrap_or_default();
         let mut out = BTreeMap::new();
         for binding in &stack.spec.bindings {
-            let state = match &binding.secret_ref {
-                Some(secret) => self.resolve_secret(&namespace, binding, &secret.name).await?,
-                None => BindingState::NotReady {
+            let state = match (&binding.secret_ref, azure_resource_name(stack, binding)) {
+                (Some(secret), _) => self.resolve_secret(&namespace, binding, &secret.name).await?,
+                (None, Some(name)) => match azure.get(&ObjectRef::new(&name).within(&namespace)) {
+                    None if binding.azure.is_some() => {
+                        BindingState::Pending { message: format!("AzureResource {name} is being created") }
+                    }
+                    None => BindingState::NotReady {
+                        category: Category::MissingReference,
+                        message: format!("AzureResource {name} not found in namespace {namespace}"),
+                    },
+                    Some(resource) => match azure_binding_secret(&resource) {
+                        Some(secret) => match self.resolve_secret(&namespace, binding, &secret).await? {
+                            // The AzureResource writes its Secret before it turns Ready; a
+                            // missing one is a moment's lag, not the user's mistake.
+                            BindingState::NotReady { message, .. } => BindingState::Pending { message },
+                            state => state,
+                        },
+                        None => BindingState::Pending {
+                            message: format!("AzureResource {name}: {}", azure_not_ready(&resource)),
+                        },
+                    },
+                },
+                (None, None) => BindingState::NotReady {
                     category: Category::InvalidSpec,
                     message: format!("spec.bindings[{}] has no source", binding.name),
                 },
@@ -140,13 +172,41 @@ impl SecretResolver {
     }
 }
 
+/// The AzureResource an Azure binding uses: `<stack>-<binding>` for inline `azure`, the
+/// referenced name for `azureResourceRef`; `None` for other sources.
+pub fn azure_resource_name(stack: &SolutionStack, binding: &Binding) -> Option<String> {
+    match (&binding.azure, &binding.azure_resource_ref) {
+        (Some(_), _) => Some(naming::child_name(&stack.name_any(), &binding.name)),
+        (None, Some(reference)) => Some(reference.name.clone()),
+        (None, None) => None,
+    }
+}
+
+/// The binding Secret of a Ready AzureResource (Ready=True at its current generation).
+fn azure_binding_secret(resource: &AzureResource) -> Option<String> {
+    let status = resource.status.as_ref()?;
+    let current = status.observed_generation == resource.metadata.generation;
+    let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    if current && ready { status.binding.as_ref().map(|b| b.name.clone()) } else { None }
+}
+
+/// Why an AzureResource is not Ready: its Ready condition's reason and message.
+fn azure_not_ready(resource: &AzureResource) -> String {
+    resource
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| if c.message.is_empty() { c.reason.clone() } else { format!("{}: {}", c.reason, c.message) })
+        .unwrap_or_else(|| "not reconciled yet".into())
+}
+
 /// The bindings that are ready, by name (the input `render` projects).
 pub fn ready_bindings(states: &BTreeMap<String, BindingState>) -> BTreeMap<String, ResolvedBinding> {
     states
         .iter()
         .filter_map(|(name, state)| match state {
             BindingState::Ready(resolved) => Some((name.clone(), resolved.clone())),
-            BindingState::NotReady { .. } => None,
+            BindingState::NotReady { .. } | BindingState::Pending { .. } => None,
         })
         .collect()
 }

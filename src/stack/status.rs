@@ -117,14 +117,26 @@ pub fn compute(obs: &Observation<'_>, now: &Time) -> SolutionStackStatus {
         .map(|b| {
             let mut status = BindingStatus {
                 name: b.name.clone(),
-                source: "secretRef".into(),
-                secret_name: b.secret_ref.as_ref().map(|r| r.name.clone()),
+                source: match (&b.secret_ref, &b.azure) {
+                    (Some(_), _) => "secretRef",
+                    (None, Some(_)) => "azure",
+                    (None, None) => "azureResourceRef",
+                }
+                .into(),
+                secret_name: match obs.bindings.get(&b.name) {
+                    Some(BindingState::Ready(resolved)) => Some(resolved.secret_name.clone()),
+                    _ => b.secret_ref.as_ref().map(|r| r.name.clone()),
+                },
                 ready: false,
                 reason: None,
                 message: None,
             };
             match obs.bindings.get(&b.name) {
                 Some(BindingState::Ready(_)) => status.ready = true,
+                Some(BindingState::Pending { message }) => {
+                    status.reason = Some("Provisioning".into());
+                    status.message = Some(message.clone());
+                }
                 Some(BindingState::NotReady { category, message }) => {
                     status.reason = Some(category.as_str().into());
                     status.message = Some(message.clone());

@@ -78,7 +78,14 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{e}"))
             })
             .collect();
-        SolutionStackSpec { solution: None, paused: false, image_pull_secrets: vec![], components, bindings: vec![] }
+        SolutionStackSpec {
+            solution: None,
+            paused: false,
+            image_pull_secrets: vec![],
+            components,
+            bindings: vec![],
+            azure: None,
+        }
     }
 
     #[test]

@@ -225,3 +225,72 @@ async fn curated_kinds_provision_and_export_bindings() {
     assert!(writes.is_empty(), "a resync wrote to ARM: {writes:?}");
     harness::delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stack_with_inline_azure_bindings_and_key_rotation() {
+    use citystack::api::SolutionStack;
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "azstack", json!({})).await;
+    credential_secret(&client, &ns).await;
+    let sim = Sim::start(Duration::from_millis(300)).await;
+    let flags = sim.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _operator = Operator::start_with(&ns, 3, &flags).await;
+    let stacks: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let azrs: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+
+    let stack = harness::stack(
+        r#"
+apiVersion: citystack.io/v1alpha1
+kind: SolutionStack
+metadata: {name: tourism}
+spec:
+  azure: {resourceGroup: rg-tourism, location: southeastasia}
+  components:
+    - {name: api, image: registry.example/tourism-api:1, replicas: 2, uses: [cache]}
+  bindings:
+    - name: group
+      azure: {kind: ResourceGroup, name: rg-tourism}
+    - name: cache
+      azure: {kind: RedisCache}
+      env: [{name: REDIS_HOST, key: host}]
+"#,
+    );
+    harness::apply(&stacks, &stack).await;
+    let ready = harness::wait_ready(&stacks, "tourism").await;
+    let status = ready.status.clone().unwrap_or_default();
+    let cache = status.bindings.iter().find(|b| b.name == "cache").cloned().unwrap_or_default();
+    assert_eq!((cache.source.as_str(), cache.ready), ("azure", true), "{cache:?}");
+    assert_eq!(cache.secret_name.as_deref(), Some("tourism-cache-binding"));
+    // The child AzureResource is owned by the stack and carries the stack's defaults.
+    let child = azrs.get("tourism-cache").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(child.spec.resource_group.as_deref(), Some("rg-tourism"));
+    assert_eq!(child.metadata.owner_references.unwrap_or_default()[0].kind, "SolutionStack");
+    let deployment = deployments.get("tourism-api").await.unwrap_or_else(|e| panic!("{e}"));
+    let pod = deployment.spec.clone().and_then(|s| s.template.spec).unwrap_or_default();
+    assert_eq!(
+        pod.volumes.unwrap_or_default()[0].secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+        Some("tourism-cache-binding")
+    );
+    let generation = deployment.metadata.generation.unwrap_or(0);
+
+    // Keys regenerated in Azure: noticed within a resync, the Secret updated, pods rolled once.
+    let id = child.status.and_then(|s| s.resource_id).unwrap_or_default();
+    sim.admin(reqwest::Method::POST, "/_admin/regenerate", Some(json!({"resourceId": id}))).await;
+    wait_until("the rotated key rolls the pods", DEADLINE, || async {
+        let d = deployments.get("tourism-api").await.ok()?;
+        (d.metadata.generation != Some(generation)).then_some(())
+    })
+    .await;
+    harness::wait_ready(&stacks, "tourism").await;
+    // Several resyncs later, still exactly one roll.
+    let reconciles = _operator.reconciles().await;
+    wait_until("more resyncs", DEADLINE, || async { (_operator.reconciles().await >= reconciles + 4.0).then_some(()) })
+        .await;
+    let rolled = deployments.get("tourism-api").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rolled.metadata.generation, Some(generation + 1), "exactly one roll for one rotation");
+    harness::delete_namespace(&client, &ns).await;
+}
