@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::policies::Policy;
@@ -81,6 +81,7 @@ pub struct Arm {
     pipeline: Arc<Pipeline>,
     endpoint: String,
     budget: Arc<DefaultKeyedRateLimiter<String>>,
+    paused: Arc<Mutex<HashMap<String, Instant>>>,
     metrics: Metrics,
 }
 
@@ -91,6 +92,9 @@ pub struct ArmShared {
     endpoint: String,
     scope: String,
     budget: Arc<DefaultKeyedRateLimiter<String>>,
+    /// Subscriptions ARM throttled, and until when: ARM throttles per subscription, so a
+    /// `Retry-After` holds back every caller of that subscription, not only the one refused.
+    paused: Arc<Mutex<HashMap<String, Instant>>>,
     metrics: Metrics,
     clients: Arc<Mutex<HashMap<String, Arm>>>,
 }
@@ -106,6 +110,7 @@ impl ArmShared {
             endpoint: endpoint.to_owned(),
             scope: scope.to_owned(),
             budget: Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))),
+            paused: Arc::default(),
             metrics,
             clients: Arc::default(),
         }
@@ -134,6 +139,7 @@ impl ArmShared {
             pipeline: Arc::new(pipeline),
             endpoint: self.endpoint.clone(),
             budget: self.budget.clone(),
+            paused: self.paused.clone(),
             metrics: self.metrics.clone(),
         };
         if let Ok(mut clients) = self.clients.lock() {
@@ -217,6 +223,12 @@ impl Arm {
         url: &str,
         body: Option<&Value>,
     ) -> Result<ArmResponse, ArmError> {
+        let now = Instant::now();
+        if let Some(until) =
+            self.paused.lock().ok().and_then(|p| p.get(subscription).copied()).filter(|until| *until > now)
+        {
+            return Err(ArmError::Throttled { retry_after: until - now });
+        }
         if let Err(not_until) = self.budget.check_key(&subscription.to_owned()) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
             return Err(ArmError::Throttled { retry_after: wait.max(Duration::from_millis(100)) });
@@ -233,6 +245,11 @@ impl Arm {
             Ok(response) => response,
             Err(error) => {
                 let mapped = map_error(&error);
+                if let ArmError::Throttled { retry_after } = &mapped
+                    && let Ok(mut paused) = self.paused.lock()
+                {
+                    paused.insert(subscription.to_owned(), Instant::now() + *retry_after);
+                }
                 let status = match &mapped {
                     ArmError::Api { status, .. } => status.to_string(),
                     ArmError::Throttled { .. } => "429".into(),

@@ -294,3 +294,218 @@ spec:
     assert_eq!(rolled.metadata.generation, Some(generation + 1), "exactly one roll for one rotation");
     harness::delete_namespace(&client, &ns).await;
 }
+
+fn condition(o: &AzureResource, type_: &str) -> Option<(String, String, String)> {
+    o.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until `check` holds for the AzureResource at its current generation.
+async fn wait_azr(
+    api: &Api<AzureResource>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&AzureResource) -> bool,
+) -> AzureResource {
+    let mut last = None;
+    let found = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(o) = api.get(name).await {
+                let current = o.status.as_ref().and_then(|s| s.observed_generation) == o.metadata.generation;
+                if current && check(&o) {
+                    return o;
+                }
+                last = o.status.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("AzureResource {name}: {what}; last status: {last:#?}"))
+}
+
+/// Time (ms since the epoch), method, path and status of each logged ARM request.
+async fn timed_requests(sim: &Sim) -> Vec<(i64, String, String, u64)> {
+    let log = sim.admin(reqwest::Method::GET, "/_admin/requests", None).await;
+    log.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            let time: jiff::Timestamp = r.get("time")?.as_str()?.parse().ok()?;
+            let path = r.get("path")?.as_str()?.to_owned();
+            path.starts_with("/subscriptions/").then_some(())?;
+            Some((time.as_millisecond(), r.get("method")?.as_str()?.to_owned(), path, r.get("status")?.as_u64()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_honoured_and_failed_operations_stall() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "throttle", json!({})).await;
+    credential_secret(&client, &ns).await;
+    let sim = Sim::start(Duration::from_millis(300)).await;
+    let flags = sim.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _operator = Operator::start_with(&ns, 300, &flags).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+
+    // The first ARM call answers 429 with Retry-After: 3.
+    sim.admin(
+        reqwest::Method::POST,
+        "/_admin/faults",
+        Some(json!({"method": "GET", "pathContains": "rg-throttle", "status": 429, "retryAfter": 3, "count": 1})),
+    )
+    .await;
+    harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-throttle", "location": "eastus"})))
+        .await;
+    wait_azr_ready(&api, "rg").await;
+    let log = timed_requests(&sim).await;
+    let throttled_at = log
+        .iter()
+        .find(|(_, _, _, status)| *status == 429)
+        .map(|(t, ..)| *t)
+        .unwrap_or_else(|| panic!("no 429 in {log:?}"));
+    let early: Vec<_> = log.iter().filter(|(t, ..)| *t > throttled_at && *t < throttled_at + 3000).collect();
+    assert!(early.is_empty(), "requests to the throttled subscription before Retry-After expired: {early:?}");
+
+    // A long-running operation that ends Failed: Ready=False with the ARM error code, Stalled.
+    sim.admin(reqwest::Method::POST, "/_admin/faults", Some(json!({"method": "PUT", "pathContains": "redis/", "operation": "Failed", "code": "InternalServerError", "count": 1}))).await;
+    harness::apply(&api, &azr("cache", json!({"kind": "RedisCache", "name": "citycache-failing", "resourceGroup": "rg-throttle", "location": "eastus"}))).await;
+    let failed = wait_azr(&api, "cache", "Stalled with the ARM error", |o| {
+        condition(o, "Stalled").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let (status, reason, message) = condition(&failed, "Ready").unwrap_or_default();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "AzureOperationFailed"));
+    assert!(message.contains("InternalServerError"), "{message}");
+    harness::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_and_deletion_policies() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "azdel", json!({})).await;
+    let sim = Sim::start(Duration::from_millis(300)).await;
+    let flags = sim.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _operator = Operator::start_with(&ns, 300, &flags).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+
+    // No credential Secret yet: a condition that says so; it recovers when the Secret appears.
+    harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-del", "location": "eastus"}))).await;
+    wait_azr(&api, "rg", "missing credential named", |o| {
+        condition(o, "Ready")
+            .is_some_and(|(_, reason, message)| reason == "MissingReference" && message.contains("citystack-azure"))
+    })
+    .await;
+    credential_secret(&client, &ns).await;
+    wait_azr_ready(&api, "rg").await;
+
+    // Default policies: Redis (no data) is deleted in Azure; a storage account is orphaned.
+    let base = json!({"resourceGroup": "rg-del", "location": "eastus"});
+    let with = |extra: Value| {
+        let mut spec = base.clone();
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        spec
+    };
+    harness::apply(&api, &azr("cache", with(json!({"kind": "RedisCache"})))).await;
+    harness::apply(&api, &azr("files", with(json!({"kind": "StorageAccount"})))).await;
+    let cache = wait_azr_ready(&api, "cache").await;
+    let files = wait_azr_ready(&api, "files").await;
+    assert!(cache.metadata.finalizers.clone().unwrap_or_default().iter().any(|f| f == "citystack.io/azure-cleanup"));
+    assert!(files.metadata.finalizers.clone().unwrap_or_default().is_empty(), "Orphan needs no finalizer");
+    assert_eq!(files.status.as_ref().and_then(|s| s.deletion_policy), Some(citystack::api::DeletionPolicy::Orphan));
+    let cache_id = cache.status.and_then(|s| s.resource_id).unwrap_or_default();
+    let files_id = files.status.and_then(|s| s.resource_id).unwrap_or_default();
+    api.delete("cache", &Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    api.delete("files", &Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    wait_until("both objects gone", DEADLINE, || async {
+        (api.get_opt("cache").await.ok()?.is_none() && api.get_opt("files").await.ok()?.is_none()).then_some(())
+    })
+    .await;
+    let log = sim.requests().await;
+    assert!(
+        log.iter().any(|(m, p)| m == "DELETE" && p.eq_ignore_ascii_case(&cache_id)),
+        "Delete policy deletes in Azure"
+    );
+    assert!(
+        !log.iter().any(|(m, p)| m == "DELETE" && p.eq_ignore_ascii_case(&files_id)),
+        "Orphan policy never deletes"
+    );
+
+    // The resource group removed out of band: deleting the object still completes (404 = gone).
+    harness::apply(&api, &azr("queue-cache", with(json!({"kind": "RedisCache", "deletionPolicy": "Delete"})))).await;
+    wait_azr_ready(&api, "queue-cache").await;
+    let group = format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-del");
+    sim.admin(reqwest::Method::DELETE, &format!("/_admin/resources?id={group}"), None).await;
+    api.delete("queue-cache", &Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    wait_until("deleted after its group vanished", DEADLINE, || async {
+        api.get_opt("queue-cache").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    harness::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_identity_only_in_trusted_namespaces() {
+    let client = harness::client().await;
+    let trusted = harness::namespace(&client, "trusted", json!({"citystack.io/azure": "trusted"})).await;
+    let other = harness::namespace(&client, "untrusted", json!({})).await;
+    let sim = Sim::start(Duration::from_millis(300)).await;
+    let mut flags = sim.flags();
+    flags.extend(
+        [
+            "--azure-identity",
+            "client-secret",
+            "--trusted-namespaces",
+            "citystack.io/azure=trusted",
+            "--azure-subscription-id",
+            SUBSCRIPTION,
+        ]
+        .map(String::from),
+    );
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let env = [
+        ("AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+        ("AZURE_CLIENT_ID", "citystack-test"),
+        ("AZURE_CLIENT_SECRET", "not-a-secret"),
+    ];
+    // One operator per namespace (the harness scopes operators to one namespace).
+    let _a = Operator::start_with_env(&trusted, 300, &flags, &env).await;
+    let _b = Operator::start_with_env(&other, 300, &flags, &env).await;
+    let in_trusted: Api<AzureResource> = Api::namespaced(client.clone(), &trusted);
+    let in_other: Api<AzureResource> = Api::namespaced(client.clone(), &other);
+    harness::apply(
+        &in_trusted,
+        &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-trusted", "location": "eastus"})),
+    )
+    .await;
+    wait_azr_ready(&in_trusted, "rg").await;
+    harness::apply(&in_other, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-other", "location": "eastus"})))
+        .await;
+    let refused = wait_azr(&in_other, "rg", "refused", |o| {
+        condition(o, "Ready").is_some_and(|c| c.0 == "False" && c.2.contains("trusted"))
+    })
+    .await;
+    assert!(condition(&refused, "Ready").is_some_and(|c| c.2.contains("--trusted-namespaces")));
+    // Observing an existing resource by name is also refused there.
+    harness::apply(&in_other, &azr("peek", json!({"kind": "ResourceGroup", "name": "rg-trusted", "mode": "Observe"})))
+        .await;
+    wait_azr(&in_other, "peek", "observe refused", |o| {
+        condition(o, "Ready").is_some_and(|c| c.0 == "False" && c.2.contains("trusted"))
+    })
+    .await;
+    assert!(
+        !sim.requests().await.iter().any(|(_, p)| p.contains("rg-other")),
+        "no ARM call for the untrusted namespace"
+    );
+    harness::delete_namespace(&client, &trusted).await;
+    harness::delete_namespace(&client, &other).await;
+}

@@ -174,7 +174,17 @@ impl Operator {
     /// default one (the operator's identity: `CITYSTACK_OPERATOR_KUBECONFIG`, e.g. the Helm
     /// chart's ServiceAccount, else the test cluster's admin).
     pub async fn start_with(namespace: &str, resync_seconds: u64, extra: &[&str]) -> Operator {
-        let mut operator = Self::spawn(namespace, resync_seconds, extra).await;
+        Self::start_with_env(namespace, resync_seconds, extra, &[]).await
+    }
+
+    /// Like [`Operator::start_with`], with extra environment variables.
+    pub async fn start_with_env(
+        namespace: &str,
+        resync_seconds: u64,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
+        let mut operator = Self::spawn(namespace, resync_seconds, extra, env).await;
         let start = Instant::now();
         loop {
             if operator.readyz().await.0 == 200 {
@@ -191,10 +201,10 @@ impl Operator {
 
     /// Starts the operator without waiting for /readyz (for tests of an unready operator).
     pub async fn start_unready(namespace: &str, extra: &[&str]) -> Operator {
-        Self::spawn(namespace, 300, extra).await
+        Self::spawn(namespace, 300, extra, &[]).await
     }
 
-    async fn spawn(namespace: &str, resync_seconds: u64, extra: &[&str]) -> Operator {
+    async fn spawn(namespace: &str, resync_seconds: u64, extra: &[&str], env: &[(&str, &str)]) -> Operator {
         let identity = std::env::var_os("CITYSTACK_OPERATOR_KUBECONFIG").map(PathBuf::from).unwrap_or_else(kubeconfig);
         let default_kubeconfig =
             (!extra.contains(&"--kubeconfig")).then(|| vec!["--kubeconfig".into(), identity.into_os_string()]);
@@ -204,6 +214,7 @@ impl Operator {
             .args(["--resync", &resync_seconds.to_string()])
             .args(extra)
             .env("RUST_LOG", "info,citystack=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
