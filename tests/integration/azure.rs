@@ -213,16 +213,46 @@ async fn curated_kinds_provision_and_export_bindings() {
     let password = binding_data(&client, &ns, &records).await.get("password").cloned().unwrap_or_default();
     assert!(!operator.log().contains(&password));
 
-    // Steady state: a resync of converged resources sends no PUT, PATCH or DELETE.
+    let provisioning = sim.requests().await;
+    eprintln!("ARM requests while provisioning 7 resources (+ children): {}", summary(&provisioning));
+
+    // Steady state: across resyncs (every 3 s) no PUT, PATCH or DELETE, and at most one GET
+    // and one list-keys POST per ARM resource (children included) per resync interval.
     sim.admin(reqwest::Method::POST, "/_admin/reset-log", None).await;
-    let reconciles = operator.metric("citystack_reconciles_total", &[("controller", "azureresource")]).await;
-    wait_until("a resync of every AzureResource", DEADLINE, || async {
-        (operator.metric("citystack_reconciles_total", &[("controller", "azureresource")]).await >= reconciles + 7.0)
-            .then_some(())
+    let window = std::time::Instant::now();
+    let azure_reconciles = || async { operator.metric("citystack_reconciles_total", &[("controller", "azureresource")]).await };
+    let reconciles = azure_reconciles().await;
+    wait_until("three resyncs of every AzureResource", DEADLINE, || async {
+        (azure_reconciles().await >= reconciles + 21.0).then_some(())
     })
     .await;
-    let writes: Vec<_> = sim.requests().await.into_iter().filter(|(m, _)| m != "GET" && m != "POST").collect();
+    let steady = sim.requests().await;
+    let intervals = (window.elapsed().as_secs_f64() / 3.0).floor() as usize + 1;
+    eprintln!("ARM requests in {:.1} s of steady state: {}", window.elapsed().as_secs_f64(), summary(&steady));
+    let writes: Vec<_> = steady.iter().filter(|(m, _)| m != "GET" && m != "POST").collect();
     assert!(writes.is_empty(), "a resync wrote to ARM: {writes:?}");
+    let mut per_path: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (method, path) in &steady {
+        *per_path.entry((method.clone(), path.to_ascii_lowercase())).or_default() += 1;
+    }
+    let excess: Vec<_> = per_path.iter().filter(|(_, n)| **n > intervals).collect();
+    assert!(excess.is_empty(), "more than one call per resource per resync ({intervals} intervals): {excess:?}");
+
+    // A fresh operator over converged resources: no PUT either.
+    drop(operator);
+    sim.admin(reqwest::Method::POST, "/_admin/reset-log", None).await;
+    let fresh = Operator::start_with(&ns, 300, &flags).await;
+    wait_until("the fresh operator reconciled every AzureResource", DEADLINE, || async {
+        (fresh.metric("citystack_reconciles_total", &[("controller", "azureresource")]).await >= 7.0).then_some(())
+    })
+    .await;
+    wait_until("their statuses settle", DEADLINE, || async {
+        let all = api.list(&Default::default()).await.ok()?;
+        all.items.iter().all(|o| condition(o, "Ready").is_some_and(|c| c.0 == "True")).then_some(())
+    })
+    .await;
+    let restart_writes: Vec<_> = sim.requests().await.into_iter().filter(|(m, _)| m != "GET" && m != "POST").collect();
+    assert!(restart_writes.is_empty(), "a fresh operator wrote to ARM: {restart_writes:?}");
     harness::delete_namespace(&client, &ns).await;
 }
 
@@ -293,6 +323,15 @@ spec:
     let rolled = deployments.get("tourism-api").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rolled.metadata.generation, Some(generation + 1), "exactly one roll for one rotation");
     harness::delete_namespace(&client, &ns).await;
+}
+
+/// Requests counted by method, e.g. `GET 31, POST 6, PUT 13`.
+fn summary(requests: &[(String, String)]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (method, _) in requests {
+        *counts.entry(method.as_str()).or_default() += 1;
+    }
+    counts.iter().map(|(m, n)| format!("{m} {n}")).collect::<Vec<_>>().join(", ")
 }
 
 fn condition(o: &AzureResource, type_: &str) -> Option<(String, String, String)> {
