@@ -42,6 +42,18 @@ stop
 hack/cluster/up.sh "$state"
 export CITYSTACK_TEST_KUBECONFIG="$state/kubeconfig"
 
+# Azurite (the Storage emulator behind the ARM simulator's storage accounts) and the official
+# Python blob client, to prove a projected connection string works.
+azurite_state="$repo/.local/test-azurite"
+stop_all() { stop; hack/azurite/down.sh "$azurite_state" >/dev/null 2>&1 || true; }
+trap stop_all EXIT
+eval "$(hack/azurite/up.sh "$azurite_state")"
+if [ ! -x .local/venv/bin/python ] || ! .local/venv/bin/python -c 'import azure.storage.blob' 2>/dev/null; then
+  python3 -m venv .local/venv
+  .local/venv/bin/pip install --quiet --disable-pip-version-check -r hack/python/requirements.txt
+fi
+export CITYSTACK_PYTHON="$repo/.local/venv/bin/python"
+
 # The Helm chart: lint, server-side dry runs, install, RBAC verb by verb, CRD upgrade. It
 # leaves the release installed and writes a kubeconfig for the chart's ServiceAccount.
 hack/chart-test.sh "$state/kubeconfig" "$repo/.local/chart-operator.kubeconfig"

@@ -29,6 +29,21 @@ pub struct Extras<'a> {
     pub password: Option<&'a str>,
 }
 
+/// The storage account an endpoint URL names (see the StorageAccount export).
+fn account_of_endpoint(endpoint: &str) -> Option<String> {
+    let rest = endpoint.split_once("://")?.1;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let segment = path.split('/').find(|s| !s.is_empty());
+    match segment {
+        Some(account) => Some(account.to_owned()),
+        None => host
+            .split('.')
+            .next()
+            .filter(|h| !h.is_empty() && host.contains('.') && !host.starts_with(|c: char| c.is_ascii_digit()))
+            .map(str::to_owned),
+    }
+}
+
 fn at<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
     value.pointer(pointer).and_then(Value::as_str)
 }
@@ -52,6 +67,11 @@ pub fn curated(kind: AzureKind, resource: &Value, keys: Option<&Value>, extras: 
             let blob = at(resource, "/properties/primaryEndpoints/blob");
             let queue = at(resource, "/properties/primaryEndpoints/queue");
             let key = keys.and_then(|k| k.pointer("/keys/0/value")).and_then(Value::as_str);
+            // The account a client signs with is the one the endpoint names: the first label of
+            // `https://<account>.blob.core.windows.net/`, or the first path segment of a
+            // path-style endpoint (Azure Stack Hub, emulators).
+            let account = blob.and_then(account_of_endpoint).unwrap_or_else(|| extras.name.to_owned());
+            let extras = Extras { name: &account, ..extras.clone() };
             put("account-name", Some(extras.name), false);
             put("blob-endpoint", blob, false);
             put("queue-endpoint", queue, false);
@@ -154,9 +174,19 @@ mod tests {
             assert!(out.data.contains_key(key), "{key} missing: {:?}", out.data.keys());
         }
         assert!(
-            out.data["connection-string"].starts_with("DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=k1;")
+            out.data["connection-string"]
+                .starts_with("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=k1;")
         );
         assert!(!out.outputs.contains_key("account-key"), "secrets stay out of status");
+        assert_eq!(out.data["account-name"], "devstoreaccount1", "path-style endpoints name the account");
+        let azure = json!({"properties": {"primaryEndpoints": {"blob": "https://cityarchive.blob.core.windows.net/"}}});
+        let out = curated(
+            AzureKind::StorageAccount,
+            &azure,
+            Some(&keys),
+            &Extras { name: "cityarchive", ..Default::default() },
+        );
+        assert_eq!(out.data["account-name"], "cityarchive");
     }
 
     #[test]

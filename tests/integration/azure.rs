@@ -27,9 +27,27 @@ pub struct Sim {
 impl Sim {
     /// Starts a simulator whose long-running operations take `operation` to finish.
     pub async fn start(operation: Duration) -> Sim {
-        let server = armsim::start(armsim::Config { operation_time: operation, ..Default::default() })
-            .await
-            .unwrap_or_else(|e| panic!("armsim: {e}"));
+        Self::start_with(armsim::Config { operation_time: operation, ..Default::default() }).await
+    }
+
+    /// Starts a simulator whose storage accounts live in Azurite (`ARMSIM_AZURITE_BLOB` and
+    /// `ARMSIM_AZURITE_QUEUE`, which `make test` exports after starting Azurite).
+    pub async fn start_with_azurite() -> Sim {
+        let blob = std::env::var("ARMSIM_AZURITE_BLOB").unwrap_or_else(|_| {
+            panic!("ARMSIM_AZURITE_BLOB unset: start Azurite with hack/azurite/up.sh (make test does)")
+        });
+        let queue = std::env::var("ARMSIM_AZURITE_QUEUE").ok();
+        Self::start_with(armsim::Config {
+            operation_time: Duration::from_millis(300),
+            azurite_blob: Some(blob),
+            azurite_queue: queue,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn start_with(config: armsim::Config) -> Sim {
+        let server = armsim::start(config).await.unwrap_or_else(|e| panic!("armsim: {e}"));
         let ca_file = std::env::temp_dir().join(format!("armsim-ca-{}.pem", server.addr.port()));
         std::fs::write(&ca_file, &server.ca_pem).unwrap_or_else(|e| panic!("{e}"));
         let cert = reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
@@ -220,7 +238,8 @@ async fn curated_kinds_provision_and_export_bindings() {
     // and one list-keys POST per ARM resource (children included) per resync interval.
     sim.admin(reqwest::Method::POST, "/_admin/reset-log", None).await;
     let window = std::time::Instant::now();
-    let azure_reconciles = || async { operator.metric("citystack_reconciles_total", &[("controller", "azureresource")]).await };
+    let azure_reconciles =
+        || async { operator.metric("citystack_reconciles_total", &[("controller", "azureresource")]).await };
     let reconciles = azure_reconciles().await;
     wait_until("three resyncs of every AzureResource", DEADLINE, || async {
         (azure_reconciles().await >= reconciles + 21.0).then_some(())
@@ -547,4 +566,60 @@ async fn operator_identity_only_in_trusted_namespaces() {
     );
     harness::delete_namespace(&client, &trusted).await;
     harness::delete_namespace(&client, &other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projected_storage_connection_string_works_in_azurite() {
+    use citystack::api::SolutionStack;
+
+    let python = std::env::var("CITYSTACK_PYTHON")
+        .unwrap_or_else(|_| panic!("CITYSTACK_PYTHON unset: a Python with azure-storage-blob (make test sets one up)"));
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "azurite", json!({})).await;
+    credential_secret(&client, &ns).await;
+    let sim = Sim::start_with_azurite().await;
+    let flags = sim.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _operator = Operator::start_with(&ns, 300, &flags).await;
+    let stacks: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
+    let stack = harness::stack(
+        r#"
+apiVersion: citystack.io/v1alpha1
+kind: SolutionStack
+metadata: {name: archive}
+spec:
+  azure: {resourceGroup: rg-archive, location: southeastasia}
+  components:
+    - {name: ingest, image: registry.example/ingest:1, replicas: 1, uses: [store],
+       env: [{name: CONTAINER, value: raw}]}
+  bindings:
+    - {name: group, azure: {kind: ResourceGroup, name: rg-archive}}
+    - name: store
+      azure: {kind: StorageAccount, containers: [raw]}
+      env: [{name: STORAGE_CONNECTION_STRING, key: connection-string}]
+"#,
+    );
+    harness::apply(&stacks, &stack).await;
+    harness::wait_ready(&stacks, "archive").await;
+    // The workload's view: the Secret projected into the pod, read by the workload's client.
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("archive-store-binding")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let connection = secret
+        .data
+        .unwrap_or_default()
+        .get("connection-string")
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .unwrap_or_default();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hack/python/blob_roundtrip.py");
+    let output = std::process::Command::new(&python)
+        .arg(&script)
+        .arg("raw")
+        .env("CONNECTION_STRING", &connection)
+        .output()
+        .unwrap_or_else(|e| panic!("run {python}: {e}"));
+    assert!(output.status.success(), "blob round trip failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "written through the projected binding");
+    harness::delete_namespace(&client, &ns).await;
 }
