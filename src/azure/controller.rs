@@ -753,7 +753,7 @@ async fn delete(object: &AzureResource, ctx: &Context, policy: DeletionPolicy) -
                                     "resource group holds resources citystack does not own: {}",
                                     foreign.join(", ")
                                 ),
-                                Duration::from_secs(30),
+                                Duration::from_secs(10),
                             )
                             .await;
                         }
@@ -796,6 +796,8 @@ async fn report_deleting(
     after: Duration,
 ) -> Result<Action, Failure> {
     let mut status = object.status.clone().unwrap_or_default();
+    // Deletion bumps a custom resource's generation; the status describes this one.
+    status.observed_generation = object.metadata.generation;
     let conditions = [
         ConditionSpec::new("Ready", false, "Deleting", message.clone()),
         ConditionSpec::new("Reconciling", true, "Deleting", message),

@@ -80,6 +80,32 @@ impl Sim {
         serde_json::from_slice(&bytes).unwrap_or(Value::Null)
     }
 
+    /// PUTs `body` at `path` as someone else would (not citystack): a bearer token from the
+    /// simulator's token endpoint, no ownership tag.
+    pub async fn foreign_put(&self, path: &str, body: Value) {
+        let form = "grant_type=client_credentials&client_id=citystack-test&client_secret=not-a-secret&scope=https%3A%2F%2Fmanagement.azure.com%2F.default";
+        let token = self
+            .http
+            .post(format!("{}/tenant-b/oauth2/v2.0/token", self.server.endpoint))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("token: {e}"));
+        let token: Value = serde_json::from_slice(&token.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+        let bearer = token.get("access_token").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let response = self
+            .http
+            .put(format!("{}{path}?api-version=2024-04-01", self.server.endpoint))
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+        assert!(response.status().is_success(), "PUT {path}: {}", response.status());
+    }
+
     /// The request log: (method, path) of every ARM request since the last reset.
     pub async fn requests(&self) -> Vec<(String, String)> {
         let log = self.admin(reqwest::Method::GET, "/_admin/requests", None).await;
@@ -621,5 +647,88 @@ spec:
         .unwrap_or_else(|e| panic!("run {python}: {e}"));
     assert!(output.status.success(), "blob round trip failed: {}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "written through the projected binding");
+    harness::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_refuses_another_owner_generic_exports_and_groups_keep_foreign_resources() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "adopt", json!({})).await;
+    credential_secret(&client, &ns).await;
+    let sim = Sim::start(Duration::from_millis(300)).await;
+    let flags = sim.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _operator = Operator::start_with(&ns, 300, &flags).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+    harness::apply(
+        &api,
+        &azr(
+            "rg",
+            json!({"kind": "ResourceGroup", "name": "rg-adopt", "location": "eastus", "deletionPolicy": "Delete"}),
+        ),
+    )
+    .await;
+    wait_azr_ready(&api, "rg").await;
+    let base = json!({"resourceGroup": "rg-adopt", "location": "eastus"});
+    let with = |extra: Value| {
+        let mut spec = base.clone();
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        spec
+    };
+
+    // Adopt refuses a resource that another citystack object owns.
+    harness::apply(&api, &azr("cache", with(json!({"kind": "RedisCache", "name": "adopt-cache-1"})))).await;
+    wait_azr_ready(&api, "cache").await;
+    harness::apply(&api, &azr("grab", with(json!({"kind": "RedisCache", "name": "adopt-cache-1", "mode": "Adopt"}))))
+        .await;
+    let refused = wait_azr(&api, "grab", "refused", |o| condition(o, "Stalled").is_some_and(|c| c.0 == "True")).await;
+    let (_, reason, message) = condition(&refused, "Ready").unwrap_or_default();
+    assert_eq!(reason, "AzureConflict");
+    assert!(message.contains("owned by another citystack object"), "{message}");
+
+    // Generic: any ARM type; exports are JSON pointers into the GET response.
+    harness::apply(
+        &api,
+        &azr(
+            "site",
+            with(json!({
+                "kind": "Generic",
+                "name": "city-portal",
+                "properties": {"defaultHostName": "city-portal.azurewebsites.net"},
+                "generic": {"type": "Microsoft.Web/sites", "apiVersion": "2024-04-01",
+                            "exports": [{"key": "host", "pointer": "/properties/defaultHostName"}]}
+            })),
+        ),
+    )
+    .await;
+    let site = wait_azr_ready(&api, "site").await;
+    assert_eq!(
+        binding_data(&client, &ns, &site).await.get("host").map(String::as_str),
+        Some("city-portal.azurewebsites.net")
+    );
+    assert_eq!(
+        site.status.and_then(|s| s.outputs.get("host").cloned()).as_deref(),
+        Some("city-portal.azurewebsites.net")
+    );
+
+    // A resource group holding something citystack does not own is not deleted; the
+    // condition names what is inside; removing it lets the deletion finish.
+    let foreign =
+        format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-adopt/providers/Microsoft.Web/sites/hand-made");
+    sim.foreign_put(&foreign, json!({"location": "eastus", "properties": {}})).await;
+    api.delete("rg", &Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    wait_azr(&api, "rg", "deletion waits, naming the foreign resource", |o| {
+        condition(o, "Ready").is_some_and(|c| c.2.to_ascii_lowercase().contains("hand-made"))
+    })
+    .await;
+    assert!(!sim.requests().await.iter().any(|(m, p)| m == "DELETE"
+        && p.eq_ignore_ascii_case(&format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-adopt"))));
+    sim.admin(reqwest::Method::DELETE, &format!("/_admin/resources?id={foreign}"), None).await;
+    wait_until("the group's deletion completes", DEADLINE, || async {
+        api.get_opt("rg").await.ok()?.is_none().then_some(())
+    })
+    .await;
     harness::delete_namespace(&client, &ns).await;
 }
