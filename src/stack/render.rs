@@ -311,8 +311,9 @@ pub fn to_yaml(children: &[DesiredChild]) -> Result<String> {
 }
 
 /// Renders, offline, every `SolutionStack` document of a YAML stream (other kinds are
-/// skipped): what `citystack render -f` prints. Bound Secrets are assumed present; their data
-/// is unknown, so pod templates carry no binding hash.
+/// skipped): what `citystack render -f` prints. Bound Secrets (for Azure bindings, the
+/// AzureResource's `<name>-binding`) are assumed present; their data is unknown, so pod
+/// templates carry no binding hash.
 ///
 /// Errors: a message naming the document that is not valid YAML or not a valid stack, or the
 /// dependency cycle found.
@@ -331,11 +332,12 @@ pub fn render_documents(text: &str) -> std::result::Result<String, String> {
             .bindings
             .iter()
             .filter_map(|b| {
-                let secret = b.secret_ref.as_ref()?;
-                Some((
-                    b.name.clone(),
-                    ResolvedBinding { name: b.name.clone(), secret_name: secret.name.clone(), data_hash: None },
-                ))
+                // Azure bindings resolve to their AzureResource's binding Secret.
+                let secret = match &b.secret_ref {
+                    Some(secret) => secret.name.clone(),
+                    None => format!("{}-binding", super::resolve::azure_resource_name(&stack, b)?),
+                };
+                Some((b.name.clone(), ResolvedBinding { name: b.name.clone(), secret_name: secret, data_hash: None }))
             })
             .collect();
         let children = render(&stack, None, &resolved).map_err(|e| e.to_string())?;
