@@ -59,6 +59,22 @@ impl LeaderGate {
         *state.leader.borrow() && fresh
     }
 
+    /// A stream that yields each time this instance becomes leader (for
+    /// `Controller::reconcile_all_on`: followers dropped their requeues, so a new leader
+    /// reconciles everything). Never yields when election is off.
+    pub fn promotions(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.changes(), |mut changes| async move {
+            loop {
+                if changes.changed().await.is_err() {
+                    return None;
+                }
+                if *changes.borrow_and_update() {
+                    return Some(((), changes));
+                }
+            }
+        })
+    }
+
     /// A receiver that turns true whenever this instance becomes leader (always true when
     /// election is off).
     pub fn changes(&self) -> watch::Receiver<bool> {

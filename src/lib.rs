@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod azure;
+pub mod backoff;
 pub mod binding;
 pub mod error;
 pub mod leader;

@@ -3,11 +3,10 @@
 //! status. Long-running operations never block a reconcile: progress is recorded in status
 //! and the object is requeued after `Retry-After`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -30,6 +29,7 @@ use crate::azure::arm::{Arm, ArmError, Provisioning};
 use crate::azure::credential::{CredentialError, Credentials};
 use crate::azure::export::{self, Exported, Extras};
 use crate::azure::kinds::{self, Keys, NameSeed};
+use crate::backoff::Backoff;
 use crate::error::{Category, bounded};
 use crate::leader::LeaderGate;
 use crate::naming::{self, FIELD_MANAGER};
@@ -106,7 +106,7 @@ struct Context {
     default_subscription: Option<String>,
     recorder: Recorder,
     resync: Duration,
-    failures: Mutex<HashMap<ObjectRef<AzureResource>, usize>>,
+    backoff: Backoff<ObjectRef<AzureResource>>,
 }
 
 /// Runs the AzureResource controller until `shutdown`.
@@ -155,18 +155,9 @@ pub async fn run(
         default_subscription: settings.default_subscription,
         recorder: Recorder::new(client.clone(), reporter),
         resync: settings.resync,
-        failures: Mutex::new(HashMap::new()),
+        backoff: Backoff::new(Duration::from_secs(2)),
     });
-    let promotions = futures::stream::unfold(leader.changes(), |mut changes| async move {
-        loop {
-            if changes.changed().await.is_err() {
-                return None;
-            }
-            if *changes.borrow_and_update() {
-                return Some(((), changes));
-            }
-        }
-    });
+    let promotions = leader.promotions();
     Controller::for_stream(stream, store)
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .reconcile_all_on(promotions)
@@ -194,9 +185,7 @@ async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Acti
         ctx.writer.metrics.reconcile_finished(CONTROLLER, started.elapsed());
         match result {
             Ok(action) => {
-                if let Ok(mut failures) = ctx.failures.lock() {
-                    failures.remove(&ObjectRef::from_obj(object.as_ref()));
-                }
+                ctx.backoff.succeeded(&ObjectRef::from_obj(object.as_ref()));
                 Ok(action)
             }
             Err(failure) if failure.category == Category::KubeApi && failure.message == NOT_LEADER => {
@@ -219,23 +208,7 @@ fn not_leader() -> Failure {
 
 fn error_policy(object: Arc<AzureResource>, error: &Requeue, ctx: Arc<Context>) -> Action {
     ctx.writer.metrics.reconcile_failed(CONTROLLER, error.1);
-    let attempt = ctx
-        .failures
-        .lock()
-        .map(|mut f| {
-            let n = f.entry(ObjectRef::from_obj(object.as_ref())).or_insert(0);
-            *n += 1;
-            *n
-        })
-        .unwrap_or(1);
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(2))
-        .with_max_delay(Duration::from_secs(300))
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .nth(attempt.saturating_sub(1))
-        .unwrap_or(Duration::from_secs(300));
+    let backoff = ctx.backoff.failed(ObjectRef::from_obj(object.as_ref()));
     // Retry-After wins when it asks for longer: never call a throttled subscription early.
     let delay = backoff.max(error.2);
     warn!(object.namespace = object.namespace().unwrap_or_default(), object.name = object.name_any(), category = %error.1, error = %error.0, retry_in_seconds = delay.as_secs(), "reconcile failed");
@@ -254,7 +227,6 @@ struct Target {
 
 async fn reconcile_inner(object: &AzureResource, ctx: &Context) -> Result<Action, Failure> {
     ctx.writer.may_write().map_err(|_| not_leader())?;
-    let namespace = object.namespace().unwrap_or_default();
     let spec = &object.spec;
     let policy = kinds::effective_deletion_policy(spec.kind, spec.mode == Mode::Observe, spec.deletion_policy);
 
@@ -270,7 +242,7 @@ async fn reconcile_inner(object: &AzureResource, ctx: &Context) -> Result<Action
     };
     // A finalizer only when Azure cleanup is ours to do.
     ensure_finalizer(object, ctx, policy == DeletionPolicy::Delete).await?;
-    let outcome = observe_and_apply(object, ctx, &target, &namespace).await;
+    let outcome = observe_and_apply(object, ctx, &target).await;
     report(object, ctx, Some(&target), outcome).await
 }
 
@@ -280,9 +252,9 @@ async fn resolve(object: &AzureResource, ctx: &Context, policy: DeletionPolicy) 
     let credential = ctx.credentials.resolve(&namespace, spec.credential_ref.as_ref().map(|r| r.name.as_str())).await?;
     // Adopting or observing an existing resource with the operator's identity is a tenant
     // boundary: only trusted namespaces may point it at resources they did not create.
-    if spec.mode != Mode::Provision && !credential.operator_identity {
-        // A namespace's own credential can only reach what that credential can reach.
-    } else if spec.mode != Mode::Provision && !ctx.credentials.trusted(&namespace).await? {
+    // A namespace's own credential reaches only what that credential may reach; the
+    // operator's identity may adopt or observe only in trusted namespaces.
+    if spec.mode != Mode::Provision && credential.operator_identity && !ctx.credentials.trusted(&namespace).await? {
         return Err(Failure::new(
             Category::InvalidSpec,
             format!(
@@ -345,7 +317,6 @@ async fn resolve(object: &AzureResource, ctx: &Context, policy: DeletionPolicy) 
             path
         }
     };
-    let _ = policy;
     Ok(Target { arm: credential.arm, subscription, name, id, api_version, policy })
 }
 
@@ -363,12 +334,7 @@ fn owner_value(ctx: &Context, object: &AzureResource) -> String {
     format!("{}/{}/{}", ctx.cluster_uid, object.namespace().unwrap_or_default(), object.name_any())
 }
 
-async fn observe_and_apply(
-    object: &AzureResource,
-    ctx: &Context,
-    target: &Target,
-    namespace: &str,
-) -> Result<Outcome, Failure> {
+async fn observe_and_apply(object: &AzureResource, ctx: &Context, target: &Target) -> Result<Outcome, Failure> {
     let spec = &object.spec;
     let status = object.status.clone().unwrap_or_default();
     let arm = &target.arm;
@@ -413,7 +379,7 @@ async fn observe_and_apply(
         .and_then(|o| o.body.get("tags").cloned())
         .and_then(|t| serde_json::from_value(t).ok())
         .unwrap_or_default();
-    if let Some(o) = &observed {
+    if observed.is_some() {
         let their_owner = tags.get(OWNER_TAG).cloned();
         match (spec.mode, their_owner) {
             (Mode::Provision, None) if status.resource_id.is_none() => {
@@ -433,7 +399,6 @@ async fn observe_and_apply(
             }
             _ => {}
         }
-        let _ = o;
     } else if spec.mode != Mode::Provision {
         return Err(Failure::new(
             Category::MissingReference,
@@ -558,7 +523,6 @@ async fn observe_and_apply(
             &Extras { name: &target.name, first_child, password: password.as_deref() },
         ),
     };
-    let _ = namespace;
     Ok(Outcome {
         provisioning_state: state.or(Some("Succeeded".into())),
         operation: None,

@@ -7,11 +7,10 @@ pub mod resolve;
 pub mod status;
 pub mod validate;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -27,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{AzureResource, SolutionStack, SolutionStackStatus};
+use crate::backoff::Backoff;
 use crate::error::{Error, Result, bounded};
 use crate::leader::LeaderGate;
 use crate::naming::{self, FIELD_MANAGER};
@@ -58,7 +58,7 @@ pub struct Context {
     secrets: SecretResolver,
     recorder: Recorder,
     resync: Duration,
-    failures: Mutex<HashMap<ObjectRef<SolutionStack>, usize>>,
+    backoff: Backoff<ObjectRef<SolutionStack>>,
     /// True once every cache finished its first list. A watch channel, because a store's own
     /// readiness future wakes only the last task that polled it.
     synced: tokio::sync::watch::Receiver<bool>,
@@ -150,21 +150,11 @@ pub async fn run(
         secrets: SecretResolver::new(client.clone(), secret_store),
         recorder: Recorder::new(client.clone(), reporter),
         resync: settings.resync,
-        failures: Mutex::new(HashMap::new()),
+        backoff: Backoff::new(Duration::from_secs(1)),
         synced,
     });
 
-    // Becoming leader reconciles every stack: followers dropped their requeues.
-    let promotions = futures::stream::unfold(leader.changes(), |mut changes| async move {
-        loop {
-            if changes.changed().await.is_err() {
-                return None;
-            }
-            if *changes.borrow_and_update() {
-                return Some(((), changes));
-            }
-        }
-    });
+    let promotions = leader.promotions();
     let secret_index = stack_store.clone();
     let azure_index = stack_store.clone();
     let config = controller::Config::default().concurrency(settings.concurrency);
@@ -278,8 +268,8 @@ async fn reconcile(stack: Arc<SolutionStack>, ctx: Arc<Context>) -> Result<Actio
             other => other,
         };
         ctx.writer.metrics.reconcile_finished(CONTROLLER, started.elapsed());
-        if let (Ok(_), Ok(mut failures)) = (&result, ctx.failures.lock()) {
-            failures.remove(&ObjectRef::from_obj(stack.as_ref()));
+        if result.is_ok() {
+            ctx.backoff.succeeded(&ObjectRef::from_obj(stack.as_ref()));
         }
         result
     }
@@ -523,24 +513,8 @@ async fn publish(ctx: &Context, stack: &SolutionStack, type_: EventType, reason:
 
 fn error_policy(stack: Arc<SolutionStack>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.writer.metrics.reconcile_failed(CONTROLLER, error.category());
-    let attempt = ctx
-        .failures
-        .lock()
-        .map(|mut failures| {
-            let count = failures.entry(ObjectRef::from_obj(stack.as_ref())).or_insert(0);
-            *count += 1;
-            *count
-        })
-        .unwrap_or(1);
     // Per-object exponential backoff with jitter: 1 s doubling to 5 min.
-    let delay = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(300))
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .nth(attempt.saturating_sub(1))
-        .unwrap_or(Duration::from_secs(300));
+    let delay = ctx.backoff.failed(ObjectRef::from_obj(stack.as_ref()));
     warn!(object.namespace = stack.namespace().unwrap_or_default(), object.name = stack.name_any(), category = %error.category(), %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
     let (ctx2, stack2, reason, note) = (ctx.clone(), stack.clone(), error.category().as_str(), error.to_string());
     tokio::spawn(async move { publish(&ctx2, &stack2, EventType::Warning, reason, note).await });

@@ -133,6 +133,15 @@ pub async fn credential_secret(client: &Client, ns: &str) {
     harness::apply(&Api::<Secret>::namespaced(client.clone(), ns), &secret).await;
 }
 
+/// `base` with the keys of `extra` added (a spec from shared fields plus the kind's own).
+fn merged(base: &Value, extra: Value) -> Value {
+    let mut spec = base.clone();
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    spec
+}
+
 fn azr(name: &str, spec: Value) -> AzureResource {
     serde_json::from_value(json!({"apiVersion": "citystack.io/v1alpha1", "kind": "AzureResource", "metadata": {"name": name}, "spec": spec}))
         .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -187,13 +196,7 @@ async fn curated_kinds_provision_and_export_bindings() {
         .await;
     wait_azr_ready(&api, "rg").await;
     let base = json!({"resourceGroup": "rg-city", "location": "South East Asia"});
-    let with = |extra: Value| {
-        let mut spec = base.clone();
-        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-            s.extend(e.clone());
-        }
-        spec
-    };
+    let with = |extra: Value| merged(&base, extra);
     let cases: Vec<(&str, Value, &[&str])> = vec![
         (
             "archive",
@@ -492,13 +495,7 @@ async fn credentials_and_deletion_policies() {
 
     // Default policies: Redis (no data) is deleted in Azure; a storage account is orphaned.
     let base = json!({"resourceGroup": "rg-del", "location": "eastus"});
-    let with = |extra: Value| {
-        let mut spec = base.clone();
-        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-            s.extend(e.clone());
-        }
-        spec
-    };
+    let with = |extra: Value| merged(&base, extra);
     harness::apply(&api, &azr("cache", with(json!({"kind": "RedisCache"})))).await;
     harness::apply(&api, &azr("files", with(json!({"kind": "StorageAccount"})))).await;
     let cache = wait_azr_ready(&api, "cache").await;
@@ -670,13 +667,7 @@ async fn adopt_refuses_another_owner_generic_exports_and_groups_keep_foreign_res
     .await;
     wait_azr_ready(&api, "rg").await;
     let base = json!({"resourceGroup": "rg-adopt", "location": "eastus"});
-    let with = |extra: Value| {
-        let mut spec = base.clone();
-        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-            s.extend(e.clone());
-        }
-        spec
-    };
+    let with = |extra: Value| merged(&base, extra);
 
     // Adopt refuses a resource that another citystack object owns.
     harness::apply(&api, &azr("cache", with(json!({"kind": "RedisCache", "name": "adopt-cache-1"})))).await;
