@@ -133,6 +133,19 @@ pub async fn credential_secret(client: &Client, ns: &str) {
     harness::apply(&Api::<Secret>::namespaced(client.clone(), ns), &secret).await;
 }
 
+/// A test namespace with the default credential Secret, a fresh simulator whose operations
+/// take `operation`, and an operator for the namespace pointed at it (`resync` seconds).
+async fn setup(prefix: &str, operation: Duration, resync: u64) -> (Client, String, Sim, Operator) {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, prefix, json!({})).await;
+    credential_secret(&client, &ns).await;
+    let sim = Sim::start(operation).await;
+    let flags = sim.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let operator = Operator::start_with(&ns, resync, &flags).await;
+    (client, ns, sim, operator)
+}
+
 /// `base` with the keys of `extra` added (a spec from shared fields plus the kind's own).
 fn merged(base: &Value, extra: Value) -> Value {
     let mut spec = base.clone();
@@ -183,13 +196,7 @@ async fn binding_data(client: &Client, ns: &str, azr: &AzureResource) -> BTreeMa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curated_kinds_provision_and_export_bindings() {
-    let client = harness::client().await;
-    let ns = harness::namespace(&client, "azure", json!({})).await;
-    credential_secret(&client, &ns).await;
-    let sim = Sim::start(Duration::from_millis(500)).await;
-    let flags = sim.flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let operator = Operator::start_with(&ns, 3, &flags).await;
+    let (client, ns, sim, operator) = setup("azure", Duration::from_millis(500), 3).await;
     let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
 
     harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-city", "location": "southeastasia"})))
@@ -289,6 +296,8 @@ async fn curated_kinds_provision_and_export_bindings() {
     // A fresh operator over converged resources: no PUT either.
     drop(operator);
     sim.admin(reqwest::Method::POST, "/_admin/reset-log", None).await;
+    let flags = sim.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let fresh = Operator::start_with(&ns, 300, &flags).await;
     wait_until("the fresh operator reconciled every AzureResource", DEADLINE, || async {
         (fresh.metric("citystack_reconciles_total", &[("controller", "azureresource")]).await >= 7.0).then_some(())
@@ -309,13 +318,7 @@ async fn stack_with_inline_azure_bindings_and_key_rotation() {
     use citystack::api::SolutionStack;
     use k8s_openapi::api::apps::v1::Deployment;
 
-    let client = harness::client().await;
-    let ns = harness::namespace(&client, "azstack", json!({})).await;
-    credential_secret(&client, &ns).await;
-    let sim = Sim::start(Duration::from_millis(300)).await;
-    let flags = sim.flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let _operator = Operator::start_with(&ns, 3, &flags).await;
+    let (client, ns, sim, _operator) = setup("azstack", Duration::from_millis(300), 3).await;
     let stacks: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let azrs: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
@@ -432,13 +435,7 @@ async fn timed_requests(sim: &Sim) -> Vec<(i64, String, String, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_is_honoured_and_failed_operations_stall() {
-    let client = harness::client().await;
-    let ns = harness::namespace(&client, "throttle", json!({})).await;
-    credential_secret(&client, &ns).await;
-    let sim = Sim::start(Duration::from_millis(300)).await;
-    let flags = sim.flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let _operator = Operator::start_with(&ns, 300, &flags).await;
+    let (client, ns, sim, _operator) = setup("throttle", Duration::from_millis(300), 300).await;
     let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
 
     // The first ARM call answers 429 with Retry-After: 3.
@@ -649,13 +646,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adopt_refuses_another_owner_generic_exports_and_groups_keep_foreign_resources() {
-    let client = harness::client().await;
-    let ns = harness::namespace(&client, "adopt", json!({})).await;
-    credential_secret(&client, &ns).await;
-    let sim = Sim::start(Duration::from_millis(300)).await;
-    let flags = sim.flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let _operator = Operator::start_with(&ns, 300, &flags).await;
+    let (client, ns, sim, _operator) = setup("adopt", Duration::from_millis(300), 300).await;
     let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
     harness::apply(
         &api,
