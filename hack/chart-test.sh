@@ -255,7 +255,7 @@ watched_rules() {
   expect_verbs "$as" "$scope" services "" get list watch create patch delete
   expect_verbs "$as" "$scope" secrets "" get list watch create patch
   expect_verbs "$as" "$scope" events.events.k8s.io "" create patch
-  expect_verbs "$as" "$scope" azureresources.citystack.io "" get list watch patch
+  expect_verbs "$as" "$scope" azureresources.citystack.io "" get list watch create patch delete
   expect_verbs "$as" "$scope" azureresources.citystack.io status patch
   expect_verbs "$as" "$scope" azureresources.citystack.io finalizers update
 }

@@ -46,7 +46,7 @@ pub fn required(namespaces: &[Option<String>], lease_namespace: Option<&str>) ->
         ("", "services", "", &["get", "list", "watch", "create", "patch", "delete"]),
         ("", "secrets", "", &["get", "list", "watch"]),
         ("events.k8s.io", "events", "", &["create", "patch"]),
-        ("citystack.io", "azureresources", "", &["get", "list", "watch", "patch"]),
+        ("citystack.io", "azureresources", "", &["get", "list", "watch", "create", "patch", "delete"]),
         ("citystack.io", "azureresources", "status", &["patch"]),
         ("citystack.io", "azureresources", "finalizers", &["update"]),
         // Binding Secrets of AzureResources.

@@ -30,7 +30,7 @@ async fn missing_verb_fails_readyz_by_name() {
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-            {"apiGroups": ["citystack.io"], "resources": ["azureresources"], "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": ["citystack.io"], "resources": ["azureresources"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
             {"apiGroups": ["citystack.io"], "resources": ["azureresources/status"], "verbs": ["patch"]},
             {"apiGroups": ["citystack.io"], "resources": ["azureresources/finalizers"], "verbs": ["update"]},
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch"]}

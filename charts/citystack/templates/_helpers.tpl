@@ -85,9 +85,10 @@ src/permissions.rs checks at start-up). Leases are separate: only in the release
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: ["citystack.io"]
-  # patch also adds and removes the Azure cleanup finalizer.
+  # patch also adds and removes the Azure cleanup finalizer; create and delete serve the
+  # AzureResources a stack owns for its inline Azure bindings (server-side apply, prune).
   resources: ["azureresources"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["citystack.io"]
   resources: ["azureresources/status"]
   verbs: ["patch"]
