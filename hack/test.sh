@@ -16,8 +16,6 @@ hack/helm/build.sh >.local/helm-build.log 2>&1 &
 helm_pid=$!
 cargo build --locked --all-targets
 cargo test --locked --lib --bins
-# The ARM simulator's own contract tests, including the official Azure SDK against it.
-cargo test --locked -p armsim
 echo "waiting for the control-plane build (log: .local/cluster-build.log)"
 if ! wait "$build_pid"; then
   tail -40 .local/cluster-build.log
@@ -53,6 +51,10 @@ if [ ! -x .local/venv/bin/python ] || ! .local/venv/bin/python -c 'import azure.
   .local/venv/bin/pip install --quiet --disable-pip-version-check -r hack/python/requirements.txt
 fi
 export CITYSTACK_PYTHON="$repo/.local/venv/bin/python"
+
+# The ARM simulator's own contract tests, including the official Azure SDK against it and
+# (now that Azurite runs) its storage backed by Azurite.
+cargo test --locked -p armsim
 
 # The Helm chart: lint, server-side dry runs, install, RBAC verb by verb, CRD upgrade. It
 # leaves the release installed and writes a kubeconfig for the chart's ServiceAccount.

@@ -53,23 +53,23 @@ pub struct Failure {
     pub message: String,
     /// When to look again (None: wait for a spec change).
     pub retry_after: Option<Duration>,
+    /// This instance lost (or never had) the lease: not a failure, the reconcile just ends.
+    pub not_leader: bool,
 }
 
 impl Failure {
     fn new(category: Category, message: impl Into<String>) -> Self {
         let retry_after = category.is_transient().then_some(Duration::ZERO);
-        Self { category, message: bounded(&message.into(), 1000), retry_after }
+        Self { category, message: bounded(&message.into(), 1000), retry_after, not_leader: false }
     }
 }
 
 impl From<ArmError> for Failure {
     fn from(error: ArmError) -> Self {
         match &error {
-            ArmError::Throttled { retry_after } => Failure {
-                category: Category::AzureThrottled,
-                message: error.to_string(),
-                retry_after: Some(*retry_after),
-            },
+            ArmError::Throttled { retry_after } => {
+                Failure { retry_after: Some(*retry_after), ..Failure::new(Category::AzureThrottled, error.to_string()) }
+            }
             ArmError::Auth(_) => Failure::new(Category::AzureAuth, error.to_string()),
             ArmError::Api { .. } | ArmError::Transport(_) => Failure::new(Category::AzureApi, error.to_string()),
         }
@@ -188,9 +188,7 @@ async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Acti
                 ctx.backoff.succeeded(&ObjectRef::from_obj(object.as_ref()));
                 Ok(action)
             }
-            Err(failure) if failure.category == Category::KubeApi && failure.message == NOT_LEADER => {
-                Ok(Action::await_change())
-            }
+            Err(failure) if failure.not_leader => Ok(Action::await_change()),
             Err(failure) => {
                 Err(Requeue(failure.message, failure.category, failure.retry_after.unwrap_or(Duration::ZERO)))
             }
@@ -200,10 +198,8 @@ async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Acti
     .await
 }
 
-const NOT_LEADER: &str = "not the leader";
-
 fn not_leader() -> Failure {
-    Failure::new(Category::KubeApi, NOT_LEADER)
+    Failure { not_leader: true, ..Failure::new(Category::KubeApi, "not the leader") }
 }
 
 fn error_policy(object: Arc<AzureResource>, error: &Requeue, ctx: Arc<Context>) -> Action {
@@ -841,7 +837,7 @@ async fn report(
             }
         }
         Err(failure) => {
-            if failure.message == NOT_LEADER {
+            if failure.not_leader {
                 return Err(failure);
             }
             let reason = failure.category.as_str();
