@@ -83,6 +83,8 @@ pub struct Arm {
     budget: Arc<DefaultKeyedRateLimiter<String>>,
     paused: Arc<Mutex<HashMap<String, Instant>>>,
     metrics: Metrics,
+    /// Who the credential acts as (`Resolved::principal`): not secret.
+    principal: String,
 }
 
 /// What every ARM client shares: transport, endpoint, scope, budget, metrics.
@@ -96,7 +98,8 @@ pub struct ArmShared {
     /// `Retry-After` holds back every caller of that subscription, not only the one refused.
     paused: Arc<Mutex<HashMap<String, Instant>>>,
     metrics: Metrics,
-    clients: Arc<Mutex<HashMap<String, Arm>>>,
+    /// One client per slot (a Secret's `<namespace>/<name>`), with the version it was built for.
+    clients: Arc<Mutex<HashMap<String, (String, Arm)>>>,
 }
 
 impl ArmShared {
@@ -121,10 +124,16 @@ impl ArmShared {
         &self.transport
     }
 
-    /// The client for a credential, built once per `key` (e.g. the Secret's
-    /// namespace/name/resourceVersion), so tokens are cached across reconciles.
-    pub fn client(&self, key: &str, credential: Arc<dyn TokenCredential>) -> Arm {
-        if let Some(arm) = self.clients.lock().ok().and_then(|c| c.get(key).cloned()) {
+    /// The client for a credential acting as `principal` (not secret, e.g.
+    /// `<tenant>/<client id>`). `key` is `<slot>/<version>`, e.g.
+    /// `<namespace>/<secret>/<resourceVersion>` (a key without `/` is a slot of its own): the
+    /// client is built once per key, so tokens are cached across reconciles, and at most one
+    /// client is kept per slot, so a new version replaces the old one.
+    pub fn client(&self, key: &str, principal: &str, credential: Arc<dyn TokenCredential>) -> Arm {
+        let (slot, version) = key.rsplit_once('/').unwrap_or((key, ""));
+        let cached =
+            self.clients.lock().ok().and_then(|c| c.get(slot).filter(|(v, _)| v == version).map(|e| e.1.clone()));
+        if let Some(arm) = cached {
             return arm;
         }
         let auth: Arc<dyn Policy> = Arc::new(BearerTokenAuthorizationPolicy::new(credential, [self.scope.clone()]));
@@ -141,15 +150,36 @@ impl ArmShared {
             budget: self.budget.clone(),
             paused: self.paused.clone(),
             metrics: self.metrics.clone(),
+            principal: principal.to_owned(),
         };
         if let Ok(mut clients) = self.clients.lock() {
-            clients.insert(key.to_owned(), arm.clone());
+            clients.insert(slot.to_owned(), (version.to_owned(), arm.clone()));
         }
         arm
+    }
+
+    /// Drops the cached clients of `prefix`: a slot (`<namespace>/<secret>`, e.g. a deleted
+    /// Secret) or every slot under it (`<namespace>`).
+    pub fn forget(&self, prefix: &str) {
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.retain(|slot, _| {
+                slot != prefix && !slot.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+            });
+        }
+    }
+
+    /// How many clients are cached (one per credential slot).
+    pub fn cached_clients(&self) -> usize {
+        self.clients.lock().map(|c| c.len()).unwrap_or_default()
     }
 }
 
 impl Arm {
+    /// Who this client's credential acts as (see `Resolved::principal`): not secret.
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+
     /// GET `id`; `Ok(None)` on 404.
     ///
     /// Errors: [`ArmError`].
@@ -321,7 +351,11 @@ fn map_error(error: &azure_core::Error) -> ArmError {
                 _ => ArmError::Api { status, code, message: crate::error::bounded(&message, 300) },
             }
         }
-        ErrorKind::Credential => ArmError::Auth(crate::error::bounded(&error.to_string(), 300)),
+        // azure_identity's text may quote the credential's values: only fixed text leaves here.
+        ErrorKind::Credential => ArmError::Auth(
+            "could not get a token for the credential (check AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)"
+                .into(),
+        ),
         _ => ArmError::Transport(crate::error::bounded(&error.to_string(), 300)),
     }
 }
