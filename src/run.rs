@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::FutureExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,7 @@ use crate::azure::arm::ArmShared;
 use crate::azure::cloud::{AzureArgs, Cloud};
 use crate::azure::controller::AzureSettings;
 use crate::azure::credential::Credentials;
+use crate::cluster;
 use crate::permissions;
 use crate::stack;
 use crate::telemetry::{self, Health, LogFormat, Metrics};
@@ -184,6 +186,9 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             }
         }
     });
+    // The Azure controllers start only once the cluster's identity is read (never with an
+    // empty one); until then /readyz says why. The SolutionStack controllers do not need it.
+    let cluster_uid = read_cluster_identity(client.clone(), health.clone(), shutdown.clone()).shared();
     let mut controllers: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();
     for namespace in namespaces {
         let resync = Duration::from_secs(args.resync);
@@ -196,21 +201,22 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             leader.clone(),
             shutdown.clone(),
         )));
-        let settings = AzureSettings {
-            namespace,
-            concurrency: args.concurrency,
-            resync,
-            default_subscription: args.azure.azure_subscription_id.clone(),
-        };
-        controllers.push(Box::pin(crate::azure::controller::run(
+        let (concurrency, default_subscription) = (args.concurrency, args.azure.azure_subscription_id.clone());
+        let (client, credentials, metrics, health, leader, shutdown, cluster_uid) = (
             client.clone(),
-            settings,
             credentials.clone(),
             metrics.clone(),
             health.clone(),
             leader.clone(),
             shutdown.clone(),
-        )));
+            cluster_uid.clone(),
+        );
+        controllers.push(Box::pin(async move {
+            // None: shut down before the identity was read.
+            let Some(cluster_uid) = cluster_uid.await else { return };
+            let settings = AzureSettings { namespace, concurrency, resync, default_subscription, cluster_uid };
+            crate::azure::controller::run(client, settings, credentials, metrics, health, leader, shutdown).await;
+        }));
     }
     let mut controllers = std::pin::pin!(futures::future::join_all(controllers));
     tokio::select! {
@@ -232,6 +238,34 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The check name of missing permissions in [`Health`].
+const PERMISSIONS: &str = "permissions";
+/// The check name of the cluster identity in [`Health`].
+const CLUSTER_IDENTITY: &str = "cluster identity";
+
+/// Reads the cluster's identity (kube-system's UID), in rounds of [`cluster::Attempts`] until
+/// it is read; meanwhile `/readyz` fails naming the last error, and each failed try is logged.
+/// `None` when `shutdown` comes first.
+async fn read_cluster_identity(client: Client, health: Health, shutdown: CancellationToken) -> Option<String> {
+    health.set_problems(CLUSTER_IDENTITY, vec!["cluster identity (Namespace kube-system's UID) not read yet".into()]);
+    loop {
+        tokio::select! {
+            read = cluster::cluster_identity(&client, cluster::Attempts::default()) => match read {
+                Ok(uid) => {
+                    info!(cluster_uid = %uid, "cluster identity read");
+                    health.set_problems(CLUSTER_IDENTITY, Vec::new());
+                    return Some(uid);
+                }
+                Err(error) => health.set_problems(
+                    CLUSTER_IDENTITY,
+                    vec![format!("cluster identity: {error}; the AzureResource controller waits for it")],
+                ),
+            },
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
 /// Checks the operator's permissions at start, and again every minute while any is missing
 /// (RBAC may be fixed without a restart). Missing ones are logged by name and fail /readyz.
 async fn self_check(client: Client, required: Vec<permissions::Permission>, health: Health) {
@@ -239,13 +273,13 @@ async fn self_check(client: Client, required: Vec<permissions::Permission>, heal
         let missing = permissions::missing(&client, &required).await;
         if missing.is_empty() {
             info!(checked = required.len(), "permissions self check passed");
-            health.set_problems(Vec::new());
+            health.set_problems(PERMISSIONS, Vec::new());
             return;
         }
         for problem in &missing {
             tracing::error!(problem = %problem, "permissions self check: {problem}");
         }
-        health.set_problems(missing);
+        health.set_problems(PERMISSIONS, missing);
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
 }

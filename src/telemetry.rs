@@ -3,6 +3,7 @@
 //! Metric label values come from bounded sets only (controller, error category, HTTP verb,
 //! child kind, outcome), never from object names, so cardinality cannot grow with the fleet.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -293,11 +294,13 @@ where
     }
 }
 
-/// Shared health state: `/readyz` answers 200 once every controller has synced its caches.
+/// Shared health state: `/readyz` answers 200 once every controller has synced its caches
+/// and no check reports a problem.
 #[derive(Clone)]
 pub struct Health {
     pending: Arc<AtomicUsize>,
-    problems: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Problems by the check that reports them (e.g. `permissions`, `cluster identity`).
+    problems: Arc<std::sync::Mutex<BTreeMap<&'static str, Vec<String>>>>,
 }
 
 impl Default for Health {
@@ -312,16 +315,24 @@ impl Health {
         Self { pending: Arc::new(AtomicUsize::new(controllers)), problems: Arc::default() }
     }
 
-    /// Replaces the problems that keep the operator unready (e.g. missing permissions).
-    pub fn set_problems(&self, problems: Vec<String>) {
+    /// Replaces the problems that check `source` reports (e.g. missing permissions); any
+    /// problem keeps the operator unready, and an empty list clears that check's problems.
+    /// Problems are shown by `/readyz`, so they must not hold secret values.
+    pub fn set_problems(&self, source: &'static str, problems: Vec<String>) {
         if let Ok(mut current) = self.problems.lock() {
-            *current = problems;
+            if problems.is_empty() {
+                current.remove(source);
+            } else {
+                current.insert(source, problems);
+            }
         }
     }
 
-    /// Why the operator is not ready, one line each; empty when ready.
+    /// Why the operator is not ready, one line each (by check, in name order); empty when
+    /// ready.
     pub fn unready_reasons(&self) -> Vec<String> {
-        let mut reasons = self.problems.lock().map(|p| p.clone()).unwrap_or_default();
+        let mut reasons: Vec<String> =
+            self.problems.lock().map(|p| p.values().flatten().cloned().collect()).unwrap_or_default();
         if self.pending.load(Ordering::SeqCst) > 0 {
             reasons.push("caches not synced".into());
         }
@@ -390,6 +401,20 @@ mod tests {
         assert!(text.contains("citystack_reconciles_total{controller=\"solutionstack\"} 1"), "{text}");
         assert!(text.contains("category=\"KubeApi\""), "{text}");
         assert!(text.contains("outcome=\"skipped\""), "{text}");
+    }
+
+    #[test]
+    fn problems_of_one_check_leave_the_others_alone() {
+        let health = Health::new(1);
+        health.set_ready();
+        assert!(health.is_ready());
+        health.set_problems("permissions", vec!["get secrets in namespace a".into()]);
+        health.set_problems("cluster identity", vec!["reading Namespace kube-system: forbidden".into()]);
+        assert_eq!(health.unready_reasons().len(), 2);
+        health.set_problems("permissions", Vec::new());
+        assert_eq!(health.unready_reasons(), vec!["reading Namespace kube-system: forbidden".to_owned()]);
+        health.set_problems("cluster identity", Vec::new());
+        assert!(health.is_ready());
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub struct AzureSettings {
     pub resync: Duration,
     /// Subscription of last resort (`--azure-subscription-id`).
     pub default_subscription: Option<String>,
+    /// The cluster's identity (kube-system's UID, never empty): in derived names and owner tags.
+    pub cluster_uid: String,
 }
 
 struct Context {
@@ -124,15 +126,6 @@ pub async fn run(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    // The cluster's identity (kube-system's UID) goes into derived names and ownership tags.
-    let cluster_uid =
-        match Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).get_metadata("kube-system").await {
-            Ok(ns) => ns.uid().unwrap_or_default(),
-            Err(error) => {
-                warn!(%error, "reading kube-system's UID failed; derived Azure names use an empty cluster identity");
-                String::new()
-            }
-        };
     let (store, writer) = reflector::store();
     let mut synced = Some(health);
     let stream = watcher(api, watcher::Config::default())
@@ -151,7 +144,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         writer: Writer { client: client.clone(), gate: leader.clone(), metrics },
         credentials,
-        cluster_uid,
+        cluster_uid: settings.cluster_uid,
         default_subscription: settings.default_subscription,
         recorder: Recorder::new(client.clone(), reporter),
         resync: settings.resync,
