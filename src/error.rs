@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+use crate::azure::arm::ArmError;
+use crate::azure::credential::CredentialError;
+
 /// The bounded set of error categories (used verbatim as condition reasons and metric labels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Category {
@@ -24,7 +27,10 @@ pub enum Category {
     AzureOperationFailed,
     /// The Azure resource exists but belongs to someone else; waits for a spec change.
     AzureConflict,
-    /// Any other ARM error.
+    /// ARM refused the request itself (4xx other than 404, 408, 409, 429): sending it again
+    /// unchanged fails again, so it waits for a spec change.
+    AzureRejected,
+    /// Any other ARM error (5xx, transport, a body that is not JSON or too large).
     AzureApi,
 }
 
@@ -41,6 +47,7 @@ impl Category {
             Category::AzureThrottled => "AzureThrottled",
             Category::AzureOperationFailed => "AzureOperationFailed",
             Category::AzureConflict => "AzureConflict",
+            Category::AzureRejected => "AzureRejected",
             Category::AzureApi => "AzureApi",
         }
     }
@@ -53,7 +60,14 @@ impl Category {
                 | Category::DependencyCycle
                 | Category::AzureOperationFailed
                 | Category::AzureConflict
+                | Category::AzureRejected
         )
+    }
+
+    /// Whether a person must act (kstatus Stalled): every permanent category, and a credential
+    /// Azure refuses (retried with backoff anyway, so a fixed Secret is picked up).
+    pub const fn stalls(self) -> bool {
+        !self.is_transient() || matches!(self, Category::AzureAuth)
     }
 }
 
@@ -86,6 +100,28 @@ pub enum Error {
     /// the reconcile ends and the new leader takes over.
     #[error("not the leader")]
     NotLeader,
+    /// An ARM request failed (the message is ARM's code and bounded message, never a
+    /// credential value).
+    #[error("{action}: {source}")]
+    Arm {
+        /// What was attempted, e.g. `PUT /subscriptions/.../storageAccounts/x`.
+        action: String,
+        /// The ARM error.
+        #[source]
+        source: ArmError,
+    },
+    /// No usable Azure credential (messages name the Secret and key, never a value).
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    /// A refusal the controller decided on (another owner's resource, a missing resource, an
+    /// operation that ended Failed), with its category.
+    #[error("{message}")]
+    Refused {
+        /// Category (condition and Event reason).
+        category: Category,
+        /// What, where, what to do.
+        message: String,
+    },
     /// An object could not be serialised or deserialised (JSON or YAML).
     #[error("encoding {what}: {message}")]
     Serialization {
@@ -104,7 +140,35 @@ impl Error {
             Error::DependencyCycle(_) => Category::DependencyCycle,
             Error::Kube { .. } | Error::NotLeader => Category::KubeApi,
             Error::Serialization { .. } => Category::Serialization,
+            Error::Arm { source, .. } => match source {
+                ArmError::Throttled { .. } => Category::AzureThrottled,
+                ArmError::Auth(_) => Category::AzureAuth,
+                e if e.is_permanent() => Category::AzureRejected,
+                _ => Category::AzureApi,
+            },
+            Error::Credential(CredentialError::Kube { .. }) => Category::KubeApi,
+            Error::Credential(CredentialError::Invalid { .. }) => Category::AzureAuth,
+            Error::Credential(_) => Category::MissingReference,
+            Error::Refused { category, .. } => *category,
         }
+    }
+
+    /// The least time to wait before retrying, when the error says (ARM's `Retry-After`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Arm { source: ArmError::Throttled { retry_after }, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// An ARM error with what was being done.
+    pub fn arm(action: impl Into<String>, source: ArmError) -> Self {
+        Error::Arm { action: action.into(), source }
+    }
+
+    /// A refusal of `category` with `message`.
+    pub fn refused(category: Category, message: impl Into<String>) -> Self {
+        Error::Refused { category, message: message.into() }
     }
 
     /// An encoding error of `what` (e.g. `Deployment web-api`).

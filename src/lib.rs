@@ -12,6 +12,7 @@ pub mod error;
 pub mod leader;
 pub mod naming;
 pub mod permissions;
+pub mod reconciler;
 pub mod run;
 pub mod stack;
 pub mod telemetry;

@@ -68,6 +68,29 @@ pub fn managed_selector() -> String {
     format!("{}={}", label::MANAGED_BY, MANAGED_BY)
 }
 
+/// Tag on every Azure resource the operator writes, naming the AzureResource that owns it
+/// (see [`owner_tag_value`]). Ownership is this exact value, never the tag's presence.
+pub const OWNER_TAG: &str = "citystack-owner";
+
+/// Label on an AzureResource's binding Secret naming the AzureResource.
+pub const AZURE_RESOURCE_LABEL: &str = "citystack.io/azure-resource";
+
+/// Annotation a person sets (value `"true"`) on an AzureResource whose Azure cleanup cannot
+/// run (its credential is gone): deletion then leaves the Azure resource in place, removes
+/// the finalizer, and says so in an Event.
+pub const ABANDON_ANNOTATION: &str = "citystack.io/abandon";
+
+/// The owner tag value of AzureResource `namespace/name` in the cluster whose kube-system
+/// namespace has UID `cluster`: `<cluster>/<namespace>/<name>`.
+pub fn owner_tag_value(cluster: &str, namespace: &str, name: &str) -> String {
+    format!("{cluster}/{namespace}/{name}")
+}
+
+/// Name of an AzureResource's servicebinding.io Secret: `<azr>-binding`.
+pub fn binding_secret_name(azure_resource: &str) -> String {
+    format!("{azure_resource}-binding")
+}
+
 /// First 16 hex characters (64 bits) of the SHA-256 of `bytes`: short, stable identifiers
 /// for annotation values.
 pub fn short_hash(bytes: &[u8]) -> String {

@@ -202,6 +202,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             shutdown.clone(),
         )));
         let (concurrency, default_subscription) = (args.concurrency, args.azure.azure_subscription_id.clone());
+        let operation_deadline = Duration::from_secs(args.azure.azure_operation_deadline);
         let (client, credentials, metrics, health, leader, shutdown, cluster_uid) = (
             client.clone(),
             credentials.clone(),
@@ -214,7 +215,8 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         controllers.push(Box::pin(async move {
             // None: shut down before the identity was read.
             let Some(cluster_uid) = cluster_uid.await else { return };
-            let settings = AzureSettings { namespace, concurrency, resync, default_subscription, cluster_uid };
+            let settings =
+                AzureSettings { namespace, concurrency, resync, default_subscription, cluster_uid, operation_deadline };
             crate::azure::controller::run(client, settings, credentials, metrics, health, leader, shutdown).await;
         }));
     }

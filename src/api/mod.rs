@@ -6,7 +6,7 @@ pub mod stack;
 
 pub use azure::{
     AzureKind, AzureResource, AzureResourceSpec, AzureResourceStatus, DeletionPolicy, Export, ExportSource,
-    GenericSpec, Mode, Sku,
+    GenericSpec, Mode, SecretKeyRef, Sku,
 };
 pub use condition::{ConditionSpec, merge_conditions};
 pub use stack::{

@@ -13,66 +13,26 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use azure_core::credentials::TokenCredential;
+use azure_core::http::headers::HeaderName;
 use azure_core::http::policies::Policy;
 use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
-use azure_core::http::{ClientOptions, Context, Method, Pipeline, Request, RetryOptions, Transport, Url};
+use azure_core::http::{
+    ClientOptions, Context, Method, Pipeline, PipelineStreamOptions, Request, RetryOptions, Transport, Url,
+};
+use futures::StreamExt;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 
+use crate::azure::response::{self, MAX_BODY_BYTES, MAX_RETRY_AFTER, RawAnswer};
 use crate::telemetry::Metrics;
 
-/// An ARM failure, with what the operator does about it.
-#[derive(Debug, thiserror::Error)]
-pub enum ArmError {
-    /// 429/503, or the operator's own per-subscription budget is spent: requeue after the wait.
-    #[error("Azure throttled the request; retrying in {retry_after:?}")]
-    Throttled {
-        /// How long to wait (from `Retry-After`, else a default).
-        retry_after: Duration,
-    },
-    /// 401/403 or a credential that cannot get a token.
-    #[error("Azure refused the credential: {0}")]
-    Auth(String),
-    /// Any other ARM error response.
-    #[error("ARM {status} {code}: {message}")]
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// ARM error code, e.g. `ResourceGroupNotFound`.
-        code: String,
-        /// ARM error message.
-        message: String,
-    },
-    /// The request could not be sent or its answer not read.
-    #[error("ARM request failed: {0}")]
-    Transport(String),
-}
+/// Longest one ARM request may take, answer body included (seconds).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-impl ArmError {
-    /// The ARM error code, when ARM answered with one.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ArmError::Api { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-}
-
-/// An ARM answer: status, the interesting headers, and the JSON body (Null when empty).
-#[derive(Clone, Debug)]
-pub struct ArmResponse {
-    /// HTTP status.
-    pub status: u16,
-    /// `Azure-AsyncOperation`, else `Location`: where to follow a long-running operation.
-    pub operation: Option<String>,
-    /// `Retry-After` in seconds.
-    pub retry_after: Option<Duration>,
-    /// JSON body.
-    pub body: Value,
-}
+pub use crate::azure::response::{ArmError, ArmResponse, Provisioning};
 
 /// An ARM client for one credential: a pipeline with a bearer-token policy for the cloud's
 /// ARM scope, sharing the operator's transport and per-subscription budget.
@@ -204,14 +164,67 @@ impl Arm {
         self.send(subscription, Method::Put, &self.url(id, api_version), Some(body)).await
     }
 
+    /// PATCH `body` to `id` (ARM "Update": merges only the fields sent).
+    ///
+    /// Errors: [`ArmError`].
+    pub async fn patch(
+        &self,
+        subscription: &str,
+        id: &str,
+        api_version: &str,
+        body: &Value,
+    ) -> Result<ArmResponse, ArmError> {
+        self.send(subscription, Method::Patch, &self.url(id, api_version), Some(body)).await
+    }
+
+    /// Every item of an ARM list (`{value: [...], nextLink}`), following `nextLink` on the
+    /// configured endpoint only, at most `max_pages` pages.
+    ///
+    /// Errors: [`ArmError`]; [`ArmError::UntrustedUrl`] for a `nextLink` elsewhere; a list
+    /// longer than `max_pages` pages is [`ArmError::Api`] with code `TooManyPages` (status 0).
+    pub async fn list(
+        &self,
+        subscription: &str,
+        path: &str,
+        api_version: &str,
+        max_pages: usize,
+    ) -> Result<Vec<Value>, ArmError> {
+        let mut items = Vec::new();
+        let mut url = self.url(path, api_version);
+        for _ in 0..max_pages {
+            let page = self.send(subscription, Method::Get, &url, None).await?;
+            if let Some(values) = page.body.get("value").and_then(Value::as_array) {
+                items.extend(values.iter().cloned());
+            }
+            match page.body.get("nextLink").and_then(Value::as_str).filter(|l| !l.is_empty()) {
+                None => return Ok(items),
+                Some(next) if self.trusts(next) => url = next.to_owned(),
+                Some(next) => {
+                    return Err(ArmError::UntrustedUrl {
+                        origin: response::origin(next).unwrap_or_else(|| "unparseable".into()),
+                    });
+                }
+            }
+        }
+        Err(ArmError::Api {
+            status: 0,
+            code: "TooManyPages".into(),
+            message: format!("the list has more than {max_pages} pages"),
+        })
+    }
+
     /// DELETE `id`; 404 counts as done (answers status 404).
     ///
     /// Errors: [`ArmError`].
     pub async fn delete(&self, subscription: &str, id: &str, api_version: &str) -> Result<ArmResponse, ArmError> {
         match self.send(subscription, Method::Delete, &self.url(id, api_version), None).await {
-            Err(ArmError::Api { status: 404, .. }) => {
-                Ok(ArmResponse { status: 404, operation: None, retry_after: None, body: Value::Null })
-            }
+            Err(ArmError::Api { status: 404, .. }) => Ok(ArmResponse {
+                status: 404,
+                operation: None,
+                untrusted_operation: None,
+                retry_after: None,
+                body: Value::Null,
+            }),
             other => other,
         }
     }
@@ -235,11 +248,23 @@ impl Arm {
         .await
     }
 
-    /// GET an operation URL ARM returned (`Azure-AsyncOperation` or `Location`), as is.
+    /// GET an operation URL ARM returned (`Azure-AsyncOperation` or `Location`), as is, when
+    /// it is on the configured endpoint (same scheme, host and port).
     ///
-    /// Errors: [`ArmError`].
+    /// Errors: [`ArmError::UntrustedUrl`] for any other URL (never sent: the request would
+    /// carry the bearer token there); else as [`Arm::get`].
     pub async fn operation(&self, subscription: &str, url: &str) -> Result<ArmResponse, ArmError> {
+        if !self.trusts(url) {
+            return Err(ArmError::UntrustedUrl {
+                origin: response::origin(url).unwrap_or_else(|| "unparseable".into()),
+            });
+        }
         self.send(subscription, Method::Get, url, None).await
+    }
+
+    /// Whether `url` is on the configured ARM endpoint (scheme, host and port).
+    pub fn trusts(&self, url: &str) -> bool {
+        response::same_origin(&self.endpoint, url)
     }
 
     fn url(&self, id: &str, api_version: &str) -> String {
@@ -253,69 +278,86 @@ impl Arm {
         url: &str,
         body: Option<&Value>,
     ) -> Result<ArmResponse, ArmError> {
+        // ARM's throttling buckets are per subscription and principal (ARM docs, "Understand
+        // how Azure Resource Manager throttles requests"): one tenant's 429 pauses only its own.
+        let key = budget_key(subscription, &self.principal);
         let now = Instant::now();
-        if let Some(until) =
-            self.paused.lock().ok().and_then(|p| p.get(subscription).copied()).filter(|until| *until > now)
-        {
-            return Err(ArmError::Throttled { retry_after: until - now });
+        if let Some(until) = self.paused.lock().ok().and_then(|p| p.get(&key).copied()).filter(|until| *until > now) {
+            return Err(ArmError::Throttled { retry_after: until.saturating_duration_since(now) });
         }
-        if let Err(not_until) = self.budget.check_key(&subscription.to_owned()) {
+        if let Err(not_until) = self.budget.check_key(&key) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-            return Err(ArmError::Throttled { retry_after: wait.max(Duration::from_millis(100)) });
+            return Err(ArmError::Throttled { retry_after: wait.clamp(Duration::from_millis(100), MAX_RETRY_AFTER) });
         }
         let method_label = method_name(&method);
-        let mut request =
-            Request::new(Url::parse(url).map_err(|e| ArmError::Transport(format!("URL {url}: {e}")))?, method);
+        let parsed = Url::parse(url).map_err(|_| ArmError::Transport("the request URL does not parse".into()))?;
+        let mut request = Request::new(parsed, method);
         if let Some(body) = body {
             request.insert_header("content-type", "application/json");
             request.set_body(serde_json::to_vec(body).map_err(|e| ArmError::Transport(e.to_string()))?);
         }
-        let result = self.pipeline.send(&Context::new(), &mut request, None).await;
-        let response = match result {
-            Ok(response) => response,
-            Err(error) => {
-                let mapped = map_error(&error);
-                if let ArmError::Throttled { retry_after } = &mapped
-                    && let Ok(mut paused) = self.paused.lock()
-                {
-                    paused.insert(subscription.to_owned(), Instant::now() + *retry_after);
+        // A slow or silent endpoint must not hold a reconcile for ever.
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, self.read(&mut request)).await.unwrap_or_else(|_| {
+            Err(ArmError::Transport(format!("no complete answer within {}s", REQUEST_TIMEOUT.as_secs())))
+        });
+        let result = result.and_then(|raw| {
+            for (name, kind) in [
+                ("x-ms-ratelimit-remaining-subscription-reads", "reads"),
+                ("x-ms-ratelimit-remaining-subscription-writes", "writes"),
+            ] {
+                if let Some(remaining) = raw.headers.get(name).and_then(|v| v.trim().parse::<i64>().ok()) {
+                    self.metrics.arm_ratelimit_remaining(kind, remaining);
                 }
-                let status = match &mapped {
-                    ArmError::Api { status, .. } => status.to_string(),
-                    ArmError::Throttled { .. } => "429".into(),
-                    ArmError::Auth(_) => "auth".into(),
-                    ArmError::Transport(_) => "transport".into(),
-                };
-                self.metrics.arm_request(method_label, &status);
-                return Err(mapped);
             }
+            response::interpret(&raw, &self.endpoint, SystemTime::now())
+        });
+        let status = match &result {
+            Ok(r) => r.status.to_string(),
+            Err(ArmError::Throttled { .. }) => "429".into(),
+            Err(ArmError::Auth(_)) => "auth".into(),
+            Err(ArmError::Transport(_) | ArmError::UntrustedUrl { .. }) => "transport".into(),
+            Err(
+                ArmError::Api { status, .. } | ArmError::BodyTooLarge { status, .. } | ArmError::InvalidBody { status },
+            ) => status.to_string(),
         };
-        let status = u16::from(response.status());
-        self.metrics.arm_request(method_label, &status.to_string());
-        let header = |name: &'static str| {
-            response
-                .headers()
-                .get_optional_str(&azure_core::http::headers::HeaderName::from_static(name))
-                .map(str::to_owned)
-        };
-        for (name, kind) in [
-            ("x-ms-ratelimit-remaining-subscription-reads", "reads"),
-            ("x-ms-ratelimit-remaining-subscription-writes", "writes"),
-        ] {
-            if let Some(remaining) = header(name).and_then(|v| v.parse::<i64>().ok()) {
-                self.metrics.arm_ratelimit_remaining(kind, remaining);
+        self.metrics.arm_request(method_label, &status);
+        if let Err(ArmError::Throttled { retry_after }) = &result
+            && let Some(until) = Instant::now().checked_add(*retry_after)
+            && let Ok(mut paused) = self.paused.lock()
+        {
+            paused.retain(|_, until| *until > now);
+            paused.insert(key, until);
+        }
+        result
+    }
+
+    /// Sends `request` and reads at most [`MAX_BODY_BYTES`] of the answer.
+    async fn read(&self, request: &mut Request) -> Result<RawAnswer, ArmError> {
+        let options = PipelineStreamOptions { skip_checks: true, ..Default::default() };
+        let response =
+            self.pipeline.stream(&Context::new(), request, Some(options)).await.map_err(|e| map_error(&e))?;
+        let (status, headers, mut body) = response.deconstruct();
+        let mut raw = RawAnswer { status: u16::from(status), ..Default::default() };
+        for name in response::HEADERS {
+            if let Some(value) = headers.get_optional_str(&HeaderName::from_static(name)) {
+                raw.headers.insert(name.to_owned(), value.to_owned());
             }
         }
-        let operation = header("azure-asyncoperation").or_else(|| header("location"));
-        let retry_after = header("retry-after").and_then(|v| v.parse::<u64>().ok()).map(Duration::from_secs);
-        let bytes = response.into_body();
-        let body = if bytes.as_ref().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(bytes.as_ref()).unwrap_or(Value::Null)
-        };
-        Ok(ArmResponse { status, operation, retry_after, body })
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| map_error(&e))?;
+            if raw.body.len().saturating_add(chunk.len()) > MAX_BODY_BYTES {
+                raw.truncated = true;
+                break;
+            }
+            raw.body.extend_from_slice(&chunk);
+        }
+        Ok(raw)
     }
+}
+
+/// The key of the request budget and the throttling pause: subscription and principal.
+fn budget_key(subscription: &str, principal: &str) -> String {
+    format!("{}\n{principal}", subscription.to_ascii_lowercase())
 }
 
 fn method_name(method: &Method) -> &'static str {
@@ -329,75 +371,16 @@ fn method_name(method: &Method) -> &'static str {
     }
 }
 
+/// Errors raised before ARM answered: the credential (no token) or the transport. Their text
+/// comes from third-party libraries that may echo credential fields, so only fixed text is kept.
 fn map_error(error: &azure_core::Error) -> ArmError {
     use azure_core::error::ErrorKind;
     match error.kind() {
-        ErrorKind::HttpResponse { status, error_code, raw_response } => {
-            let code = error_code.clone().unwrap_or_default();
-            let status = u16::from(*status);
-            let body: Value = raw_response
-                .as_ref()
-                .and_then(|r| serde_json::from_slice(r.body().as_ref()).ok())
-                .unwrap_or(Value::Null);
-            let message = body.pointer("/error/message").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let retry_after = raw_response
-                .as_ref()
-                .and_then(|r| r.headers().get_optional_str(&azure_core::http::headers::RETRY_AFTER).map(str::to_owned))
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(Duration::from_secs);
-            match status {
-                429 | 503 => ArmError::Throttled { retry_after: retry_after.unwrap_or(Duration::from_secs(10)) },
-                401 | 403 => ArmError::Auth(format!("{status} {code}: {}", crate::error::bounded(&message, 300))),
-                _ => ArmError::Api { status, code, message: crate::error::bounded(&message, 300) },
-            }
-        }
-        // azure_identity's text may quote the credential's values: only fixed text leaves here.
         ErrorKind::Credential => ArmError::Auth(
             "could not get a token for the credential (check AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)"
                 .into(),
         ),
-        _ => ArmError::Transport(crate::error::bounded(&error.to_string(), 300)),
-    }
-}
-
-/// ARM `provisioningState`: terminal or in progress. RP-specific states (Accepted, Creating,
-/// Updating, Provisioning, Deleting, ...) are in progress; a missing state means Succeeded
-/// (ARM RPC, "Asynchronous operations").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Provisioning {
-    /// Succeeded (or no state reported).
-    Succeeded,
-    /// Failed.
-    Failed,
-    /// Canceled.
-    Canceled,
-    /// Anything else: still running.
-    InProgress,
-}
-
-impl Provisioning {
-    /// Classifies a state string.
-    pub fn of(state: Option<&str>) -> Self {
-        match state.map(str::to_ascii_lowercase).as_deref() {
-            None | Some("succeeded") => Provisioning::Succeeded,
-            Some("failed") => Provisioning::Failed,
-            Some("canceled") | Some("cancelled") => Provisioning::Canceled,
-            Some(_) => Provisioning::InProgress,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn provider_specific_states_are_in_progress() {
-        assert_eq!(Provisioning::of(None), Provisioning::Succeeded);
-        assert_eq!(Provisioning::of(Some("Succeeded")), Provisioning::Succeeded);
-        assert_eq!(Provisioning::of(Some("Creating")), Provisioning::InProgress);
-        assert_eq!(Provisioning::of(Some("Accepted")), Provisioning::InProgress);
-        assert_eq!(Provisioning::of(Some("Failed")), Provisioning::Failed);
-        assert_eq!(Provisioning::of(Some("Canceled")), Provisioning::Canceled);
+        ErrorKind::Io => ArmError::Transport("connection failed or was cut".into()),
+        _ => ArmError::Transport("the request failed before ARM answered".into()),
     }
 }

@@ -48,6 +48,10 @@ pub struct AzureArgs {
     /// Subscription used when neither the resource, its stack, nor its credential names one.
     #[arg(long)]
     pub azure_subscription_id: Option<String>,
+    /// Seconds a long-running ARM operation is followed before it is dropped and the
+    /// resource read afresh (ARM operations normally end or expire well within an hour).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=86400))]
+    pub azure_operation_deadline: u64,
     /// Label selector of namespaces the operator trusts with its own identity and with
     /// Adopt/Observe of existing resources (empty: none).
     #[arg(long, default_value = "")]

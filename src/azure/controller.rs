@@ -1,91 +1,43 @@
-//! The AzureResource controller: resolve (credential, subscription, names) → validate →
-//! desired body (pure) → observe and apply through ARM only on drift → binding Secret →
-//! status. Long-running operations never block a reconcile: progress is recorded in status
-//! and the object is requeued after `Retry-After`.
+//! The AzureResource controller: resolve (credential, target; I/O) → observe (operation,
+//! GET; I/O) → plan (pure) → act (ARM calls; binding Secret) → status (pure) → write status.
+//! Long-running operations never block a reconcile: progress is recorded in status and the
+//! object is requeued after `Retry-After`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use rand::Rng;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::api::{
-    AzureKind, AzureResource, AzureResourceStatus, ConditionSpec, DeletionPolicy, LocalRef, Mode, merge_conditions,
-};
-use crate::azure::arm::{Arm, ArmError, Provisioning};
-use crate::azure::credential::{CredentialError, Credentials};
-use crate::azure::export::{self, Exported, Extras};
-use crate::azure::kinds::{self, Keys, NameSeed};
+use crate::api::{AzureResource, AzureResourceStatus, DeletionPolicy};
+use crate::azure::credential::Credentials;
+use crate::azure::delete::{self, Deletion};
+use crate::azure::plan::{self, Inputs};
+use crate::azure::resolve::{self, Target};
+use crate::azure::status::{self, Outcome};
+use crate::azure::{act, observe, secret};
 use crate::backoff::Backoff;
-use crate::error::{Category, bounded};
+use crate::error::{Error, Result};
 use crate::leader::LeaderGate;
 use crate::naming::{self, FIELD_MANAGER};
+use crate::reconciler::{self, Verdict};
 use crate::stack::apply::Writer;
-use crate::stack::drift;
 use crate::telemetry::{Health, Metrics};
 
 /// Controller name: the metric label.
 pub const CONTROLLER: &str = "azureresource";
 /// Finalizer on AzureResources whose effective deletion policy is Delete.
 pub const FINALIZER: &str = "citystack.io/azure-cleanup";
-/// Ownership tag on every Azure resource the operator creates: `<cluster UID>/<namespace>/<name>`.
-pub const OWNER_TAG: &str = "citystack-owner";
-
-/// A failed step, with its category (condition reason, Event reason, metric label).
-#[derive(Debug)]
-pub struct Failure {
-    /// Category.
-    pub category: Category,
-    /// Message naming the field, Secret or ARM error code; never a secret value.
-    pub message: String,
-    /// When to look again (None: wait for a spec change).
-    pub retry_after: Option<Duration>,
-    /// This instance lost (or never had) the lease: not a failure, the reconcile just ends.
-    pub not_leader: bool,
-}
-
-impl Failure {
-    fn new(category: Category, message: impl Into<String>) -> Self {
-        let retry_after = category.is_transient().then_some(Duration::ZERO);
-        Self { category, message: bounded(&message.into(), 1000), retry_after, not_leader: false }
-    }
-}
-
-impl From<ArmError> for Failure {
-    fn from(error: ArmError) -> Self {
-        match &error {
-            ArmError::Throttled { retry_after } => {
-                Failure { retry_after: Some(*retry_after), ..Failure::new(Category::AzureThrottled, error.to_string()) }
-            }
-            ArmError::Auth(_) => Failure::new(Category::AzureAuth, error.to_string()),
-            ArmError::Api { .. } | ArmError::Transport(_) => Failure::new(Category::AzureApi, error.to_string()),
-        }
-    }
-}
-
-impl From<CredentialError> for Failure {
-    fn from(error: CredentialError) -> Self {
-        let category = match error {
-            CredentialError::Kube { .. } => Category::KubeApi,
-            CredentialError::Invalid { .. } => Category::AzureAuth,
-            _ => Category::MissingReference,
-        };
-        Failure::new(category, error.to_string())
-    }
-}
+/// How often a deletion blocked by foreign resources in a group looks again.
+const BLOCKED_RECHECK: Duration = Duration::from_secs(60);
 
 /// Settings of the Azure controller.
 pub struct AzureSettings {
@@ -97,17 +49,22 @@ pub struct AzureSettings {
     pub resync: Duration,
     /// Subscription of last resort (`--azure-subscription-id`).
     pub default_subscription: Option<String>,
+    /// A long-running operation older than this is dropped and the resource read afresh.
+    pub operation_deadline: Duration,
     /// The cluster's identity (kube-system's UID, never empty): in derived names and owner tags.
     pub cluster_uid: String,
 }
 
-struct Context {
-    writer: Writer,
+/// Shared state of the reconciles.
+pub struct Context {
+    /// Kubernetes client, leader gate and metrics.
+    pub writer: Writer,
     credentials: Arc<Credentials>,
     cluster_uid: String,
     default_subscription: Option<String>,
     recorder: Recorder,
     resync: Duration,
+    operation_deadline: Duration,
     backoff: Backoff<ObjectRef<AzureResource>>,
 }
 
@@ -148,6 +105,7 @@ pub async fn run(
         default_subscription: settings.default_subscription,
         recorder: Recorder::new(client.clone(), reporter),
         resync: settings.resync,
+        operation_deadline: settings.operation_deadline,
         backoff: Backoff::new(Duration::from_secs(2)),
     });
     let promotions = leader.promotions();
@@ -160,11 +118,7 @@ pub async fn run(
         .await;
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Requeue(String, Category, Duration);
-
-async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Action, Requeue> {
+async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Action> {
     let span = info_span!(
         "reconcile",
         controller = CONTROLLER,
@@ -174,490 +128,137 @@ async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Acti
     async move {
         let started = std::time::Instant::now();
         ctx.writer.metrics.reconcile_started(CONTROLLER);
-        let result = reconcile_inner(&object, &ctx).await;
+        let result = match reconcile_inner(&object, &ctx).await {
+            // A follower stops here; the leader reconciles every object when it takes over.
+            Err(Error::NotLeader) => Ok(Action::await_change()),
+            other => other,
+        };
         ctx.writer.metrics.reconcile_finished(CONTROLLER, started.elapsed());
-        match result {
-            Ok(action) => {
-                ctx.backoff.succeeded(&ObjectRef::from_obj(object.as_ref()));
-                Ok(action)
-            }
-            Err(failure) if failure.not_leader => Ok(Action::await_change()),
-            Err(failure) => {
-                Err(Requeue(failure.message, failure.category, failure.retry_after.unwrap_or(Duration::ZERO)))
-            }
+        if result.is_ok() {
+            ctx.backoff.succeeded(&ObjectRef::from_obj(object.as_ref()));
         }
+        result
     }
     .instrument(span)
     .await
 }
 
-fn not_leader() -> Failure {
-    Failure { not_leader: true, ..Failure::new(Category::KubeApi, "not the leader") }
-}
-
-fn error_policy(object: Arc<AzureResource>, error: &Requeue, ctx: Arc<Context>) -> Action {
-    ctx.writer.metrics.reconcile_failed(CONTROLLER, error.1);
+fn error_policy(object: Arc<AzureResource>, error: &Error, ctx: Arc<Context>) -> Action {
+    let category = error.category();
+    ctx.writer.metrics.reconcile_failed(CONTROLLER, category);
     let backoff = ctx.backoff.failed(ObjectRef::from_obj(object.as_ref()));
     // Retry-After wins when it asks for longer: never call a throttled subscription early.
-    let delay = backoff.max(error.2);
-    warn!(object.namespace = object.namespace().unwrap_or_default(), object.name = object.name_any(), category = %error.1, error = %error.0, retry_in_seconds = delay.as_secs(), "reconcile failed");
+    let delay = backoff.max(error.retry_after().unwrap_or_default());
+    warn!(object.namespace = object.namespace().unwrap_or_default(), object.name = object.name_any(), %category, %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
 
-/// Where the resource lives and how to call ARM for it.
-struct Target {
-    arm: Arm,
-    subscription: String,
-    name: String,
-    id: String,
-    api_version: String,
-    policy: DeletionPolicy,
-}
-
-async fn reconcile_inner(object: &AzureResource, ctx: &Context) -> Result<Action, Failure> {
-    ctx.writer.may_write().map_err(|_| not_leader())?;
-    let spec = &object.spec;
-    let policy = kinds::effective_deletion_policy(spec.kind, spec.mode == Mode::Observe, spec.deletion_policy);
-
-    // Deleting: clean up in Azure (policy Delete), then drop the finalizer.
+async fn reconcile_inner(object: &AzureResource, ctx: &Context) -> Result<Action> {
+    ctx.writer.may_write()?;
     if object.meta().deletion_timestamp.is_some() {
-        return delete(object, ctx, policy).await;
+        return finalize(object, ctx).await;
     }
-
-    let resolved = resolve(object, ctx, policy).await;
-    let target = match resolved {
+    let target = match resolve(object, ctx).await {
         Ok(target) => target,
-        Err(failure) => return report(object, ctx, None, Err(failure)).await,
+        Err(error) => return report(object, ctx, None, Err(error), None).await,
     };
     // A finalizer only when Azure cleanup is ours to do.
-    ensure_finalizer(object, ctx, policy == DeletionPolicy::Delete).await?;
-    let outcome = observe_and_apply(object, ctx, &target).await;
-    report(object, ctx, Some(&target), outcome).await
+    ensure_finalizer(object, ctx, target.policy == DeletionPolicy::Delete).await?;
+    let (outcome, dropped) = match converge(object, ctx, &target).await {
+        Ok((outcome, dropped)) => (Ok(outcome), dropped),
+        Err(error) => (Err(error), None),
+    };
+    report(object, ctx, Some(&target), outcome, dropped).await
 }
 
-async fn resolve(object: &AzureResource, ctx: &Context, policy: DeletionPolicy) -> Result<Target, Failure> {
-    let namespace = object.namespace().unwrap_or_default();
-    let spec = &object.spec;
-    let credential = ctx.credentials.resolve(&namespace, spec.credential_ref.as_ref().map(|r| r.name.as_str())).await?;
-    // Adopting or observing an existing resource with the operator's identity is a tenant
-    // boundary: only trusted namespaces may point it at resources they did not create.
-    // A namespace's own credential reaches only what that credential may reach; the
-    // operator's identity may adopt or observe only in trusted namespaces.
-    if spec.mode != Mode::Provision && credential.operator_identity && !ctx.credentials.trusted(&namespace).await? {
-        return Err(Failure::new(
-            Category::InvalidSpec,
-            format!(
-                "spec.mode {:?} with the operator's identity is only allowed in trusted namespaces; bring a credential Secret",
-                spec.mode
-            ),
-        ));
-    }
-    let subscription = spec
-        .subscription_id
-        .clone()
-        .or(credential.subscription.clone())
-        .or(ctx.default_subscription.clone())
-        .ok_or_else(|| {
-            Failure::new(
-                Category::InvalidSpec,
-                "no subscription: set spec.subscriptionId (or AZURE_SUBSCRIPTION_ID in the credential Secret)",
-            )
-        })?;
-    let (arm_type, api_version) = match (kinds::info(spec.kind), &spec.generic) {
-        (Some(info), _) => (info.arm_type.to_owned(), info.api_version.to_owned()),
-        (None, Some(generic)) => (generic.type_.clone(), generic.api_version.clone()),
-        (None, None) => return Err(Failure::new(Category::InvalidSpec, "spec.generic is required for kind Generic")),
-    };
-    let resource_group = spec.resource_group.clone().unwrap_or_default();
-    if spec.kind != AzureKind::ResourceGroup && resource_group.is_empty() {
-        return Err(Failure::new(
-            Category::InvalidSpec,
-            "spec.resourceGroup is required (or the stack's spec.azure.resourceGroup)",
-        ));
-    }
-    let name = match (&spec.name, object.status.as_ref().and_then(|s| s.azure_name.clone())) {
-        (Some(name), _) => name.clone(),
-        // A name once chosen stays, even if the inputs of the derivation change.
-        (None, Some(recorded)) => recorded,
-        (None, None) => kinds::derive_name(
-            spec.kind,
-            &NameSeed {
-                cluster: &ctx.cluster_uid,
-                subscription: &subscription,
-                resource_group: &resource_group,
-                namespace: &namespace,
-                name: &object.name_any(),
-            },
-        ),
-    };
-    kinds::check_name(spec.kind, &name).map_err(|m| Failure::new(Category::InvalidSpec, format!("spec.name: {m}")))?;
-    let id = match spec.kind {
-        AzureKind::ResourceGroup => format!("/subscriptions/{subscription}/resourceGroups/{name}"),
-        _ => {
-            // Nested types (Microsoft.Sql/servers/databases) take nested names (server/db).
-            let mut segments = arm_type.split('/');
-            let provider = segments.next().unwrap_or_default();
-            let mut path =
-                format!("/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/{provider}");
-            let names: Vec<&str> = name.split('/').collect();
-            for (i, type_segment) in segments.enumerate() {
-                path.push_str(&format!("/{type_segment}/{}", names.get(i).copied().unwrap_or_default()));
-            }
-            path
-        }
-    };
-    Ok(Target { arm: credential.arm, subscription, name, id, api_version, policy })
+async fn resolve(object: &AzureResource, ctx: &Context) -> Result<Target> {
+    resolve::resolve(object, &ctx.credentials, &ctx.cluster_uid, ctx.default_subscription.as_deref()).await
 }
 
-/// The result of one pass against ARM.
-struct Outcome {
-    provisioning_state: Option<String>,
-    operation: Option<String>,
-    applied_hash: Option<String>,
-    exported: Option<Exported>,
-    /// Still in progress: look again after this long.
-    progress: Option<(String, Duration)>,
-}
-
-fn owner_value(ctx: &Context, object: &AzureResource) -> String {
-    format!("{}/{}/{}", ctx.cluster_uid, object.namespace().unwrap_or_default(), object.name_any())
-}
-
-async fn observe_and_apply(object: &AzureResource, ctx: &Context, target: &Target) -> Result<Outcome, Failure> {
-    let spec = &object.spec;
-    let status = object.status.clone().unwrap_or_default();
-    let arm = &target.arm;
-    let sub = &target.subscription;
-    let writes = spec.mode != Mode::Observe;
-
-    // 1. A long-running operation in flight: follow it; never block on it.
-    if let Some(url) = &status.operation {
-        let op = arm.operation(sub, url).await?;
-        let state = op.body.get("status").and_then(Value::as_str).map(str::to_owned);
-        match Provisioning::of(state.as_deref()) {
-            Provisioning::InProgress => {
-                return Ok(Outcome {
-                    provisioning_state: status.provisioning_state.clone(),
-                    operation: Some(url.clone()),
-                    applied_hash: status.applied_hash.clone(),
-                    exported: None,
-                    progress: Some(("Provisioning".into(), op.retry_after.unwrap_or(Duration::from_secs(5)))),
-                });
-            }
-            Provisioning::Failed | Provisioning::Canceled => {
-                let code = op.body.pointer("/error/code").and_then(Value::as_str).unwrap_or("OperationFailed");
-                let message = op.body.pointer("/error/message").and_then(Value::as_str).unwrap_or_default();
-                return Err(Failure::new(
-                    Category::AzureOperationFailed,
-                    format!("the ARM operation ended {}: {code}: {}", state.unwrap_or_default(), bounded(message, 300)),
-                ));
-            }
-            Provisioning::Succeeded => {}
-        }
-    }
-
-    // 2. Observe.
-    let observed = arm.get(sub, &target.id, &target.api_version).await?;
-    let owner = owner_value(ctx, object);
-    let mut password: Option<String> = None;
-    if spec.kind == AzureKind::PostgreSQLFlexibleServer {
-        password = Some(admin_password(object, ctx).await?);
-    }
-    let mut tags: BTreeMap<String, String> = observed
-        .as_ref()
-        .and_then(|o| o.body.get("tags").cloned())
-        .and_then(|t| serde_json::from_value(t).ok())
-        .unwrap_or_default();
-    if observed.is_some() {
-        let their_owner = tags.get(OWNER_TAG).cloned();
-        match (spec.mode, their_owner) {
-            (Mode::Provision, None) if status.resource_id.is_none() => {
-                return Err(Failure::new(
-                    Category::AzureConflict,
-                    format!(
-                        "{} already exists and was not created by citystack; set spec.mode: Adopt to take it over",
-                        target.id
-                    ),
-                ));
-            }
-            (Mode::Provision | Mode::Adopt, Some(other)) if other != owner => {
-                return Err(Failure::new(
-                    Category::AzureConflict,
-                    format!("{} is owned by another citystack object ({other})", target.id),
-                ));
-            }
-            _ => {}
-        }
-    } else if spec.mode != Mode::Provision {
-        return Err(Failure::new(
-            Category::MissingReference,
-            format!("{} not found (spec.mode {:?} needs an existing resource)", target.id, spec.mode),
-        ));
-    }
-
-    // 3. Desired (pure): defaults + spec, our tags over the observed ones (others' stay).
-    for (k, v) in &spec.tags {
-        tags.insert(k.clone(), v.clone());
-    }
-    if writes {
-        tags.insert(OWNER_TAG.into(), owner.clone());
-    }
-    let location = spec
-        .location
-        .clone()
-        .or_else(|| observed.as_ref().and_then(|o| o.body.get("location")).and_then(Value::as_str).map(str::to_owned))
-        .ok_or_else(|| {
-            Failure::new(
-                Category::InvalidSpec,
-                "spec.location is required to provision (or the stack's spec.azure.location)",
-            )
-        })?;
-    let desired = desired_body(object, target, &location, &tags, password.as_deref());
-    let desired_hash = naming::short_hash(desired.to_string().as_bytes());
-
-    // 4. Apply only on drift; write-only fields (passwords) are covered by the hash we keep.
-    let mut state = observed
-        .as_ref()
-        .and_then(|o| o.body.pointer("/properties/provisioningState"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let drifted = match &observed {
-        None => true,
-        Some(o) => {
-            !arm_subset(&comparable(&desired), &o.body) || status.applied_hash.as_deref() != Some(desired_hash.as_str())
-        }
-    };
-    if writes && Provisioning::of(state.as_deref()) == Provisioning::InProgress {
-        return Ok(Outcome {
-            provisioning_state: state,
-            operation: None,
-            applied_hash: status.applied_hash.clone(),
-            exported: None,
-            progress: Some(("Provisioning".into(), Duration::from_secs(5))),
-        });
-    }
-    if writes && drifted {
-        ctx.writer.may_write().map_err(|_| not_leader())?;
-        let response = arm.put(sub, &target.id, &target.api_version, &desired).await?;
-        state = response.body.pointer("/properties/provisioningState").and_then(Value::as_str).map(str::to_owned);
-        info!(id = %target.id, status = response.status, "PUT {}", target.id);
-        if Provisioning::of(state.as_deref()) == Provisioning::InProgress || response.status == 202 {
-            return Ok(Outcome {
-                provisioning_state: state,
-                operation: response.operation,
-                applied_hash: Some(desired_hash),
-                exported: None,
-                progress: Some(("Provisioning".into(), response.retry_after.unwrap_or(Duration::from_secs(2)))),
-            });
-        }
-        // Done at once: read back what ARM made of it.
-        return Ok(Outcome {
-            provisioning_state: state,
-            operation: None,
-            applied_hash: Some(desired_hash),
-            exported: None,
-            progress: Some(("Provisioning".into(), Duration::from_secs(1))),
-        });
-    }
-    if Provisioning::of(state.as_deref()) == Provisioning::Failed {
-        return Err(Failure::new(
-            Category::AzureOperationFailed,
-            format!("{} is in provisioningState Failed", target.id),
-        ));
-    }
-    let resource = observed.map(|o| o.body).unwrap_or(Value::Null);
-
-    // 5. Children (containers, queues, databases, hubs): one GET each, PUT when missing.
-    if writes {
-        for (child_id, body) in children(object, target) {
-            if arm.get(sub, &child_id, &target.api_version).await?.is_none() {
-                ctx.writer.may_write().map_err(|_| not_leader())?;
-                arm.put(sub, &child_id, &target.api_version, &body).await?;
-                info!(id = %child_id, "PUT {child_id}");
-            }
-        }
-    }
-
-    // 6. Keys: listed once per resync, which is how rotated keys are noticed.
-    let keys = match (kinds::info(spec.kind).map(|k| k.keys), &spec.generic) {
-        (Some(Keys::Action(action)), _) => Some(arm.action(sub, &target.id, action, &target.api_version).await?.body),
-        (Some(Keys::NamespaceRule), _) => Some(
-            arm.action(
-                sub,
-                &format!("{}/authorizationRules/RootManageSharedAccessKey", target.id),
-                "listKeys",
-                &target.api_version,
-            )
-            .await?
-            .body,
-        ),
-        (None, Some(generic)) => match &generic.list_keys_action {
-            Some(action) => Some(arm.action(sub, &target.id, action, &target.api_version).await?.body),
-            None => None,
-        },
+/// observe → plan → act, one line each.
+async fn converge(object: &AzureResource, ctx: &Context, target: &Target) -> Result<(Outcome, Option<String>)> {
+    let recorded = object.status.clone().unwrap_or_default();
+    let observed = observe::observe(target, &recorded, &reconciler::now(), ctx.operation_deadline).await?;
+    let password = match object.spec.kind {
+        crate::api::AzureKind::PostgreSQLFlexibleServer => secret::admin_password(&ctx.writer.client, object).await?,
         _ => None,
     };
-    let first_child = spec.databases.first().or(spec.hubs.first()).map(String::as_str);
-    let exported = match &spec.generic {
-        Some(generic) => export::generic(generic, &resource, keys.as_ref()).map_err(|missing| {
-            Failure::new(
-                Category::InvalidSpec,
-                format!("spec.generic.exports found nothing at: {}", missing.join(", ")),
-            )
-        })?,
-        None => export::curated(
-            spec.kind,
-            &resource,
-            keys.as_ref(),
-            &Extras { name: &target.name, first_child, password: password.as_deref() },
-        ),
-    };
-    Ok(Outcome {
-        provisioning_state: state.or(Some("Succeeded".into())),
-        operation: None,
-        applied_hash: if writes { Some(desired_hash) } else { status.applied_hash.clone() },
-        exported: Some(exported),
-        progress: None,
-    })
+    let plan = plan::plan(&Inputs {
+        spec: &object.spec,
+        generation: object.metadata.generation,
+        recorded: &recorded,
+        name: &target.name,
+        id: &target.id,
+        owner: &target.owner,
+        password: password.as_deref(),
+        tenant: target.tenant.as_deref(),
+        observed: &observed,
+    });
+    let outcome = act::act(ctx, object, target, plan.decision, password.as_deref()).await?;
+    Ok((outcome, plan.dropped))
 }
 
-/// The PUT body (pure).
-fn desired_body(
+/// Computes and writes the status; the next action from the outcome.
+async fn report(
     object: &AzureResource,
-    target: &Target,
-    location: &str,
-    tags: &BTreeMap<String, String>,
-    password: Option<&str>,
-) -> Value {
-    let spec = &object.spec;
-    let sku = spec.sku.as_ref().and_then(|s| serde_json::to_value(s).ok());
-    let mut body = kinds::desired_body(spec.kind, location, sku.as_ref(), spec.properties.as_ref(), tags, None);
-    match spec.kind {
-        AzureKind::PostgreSQLFlexibleServer => {
-            if let Some(p) = password {
-                body["properties"]["administratorLoginPassword"] = json!(p);
-            }
-        }
-        AzureKind::CognitiveServicesAccount if body.pointer("/properties/customSubDomainName").is_none() => {
-            body["properties"]["customSubDomainName"] = json!(target.name);
-        }
-        _ => {}
+    ctx: &Context,
+    target: Option<&Target>,
+    result: Result<Outcome>,
+    dropped: Option<String>,
+) -> Result<Action> {
+    let recorded = object.status.clone().unwrap_or_default();
+    let (status, _) = status::compute(&status::Inputs {
+        recorded: &recorded,
+        generation: object.metadata.generation,
+        target: target.map(Target::summary),
+        result: result.as_ref(),
+        dropped: dropped.as_deref(),
+        now: &reconciler::now(),
+    });
+    write_status(object, ctx, status).await?;
+    match result {
+        Ok(Outcome::Progressing { after, .. }) => Ok(Action::requeue(after)),
+        Ok(Outcome::Provisioned { .. }) => Ok(Action::requeue(ctx.resync)),
+        Ok(Outcome::Deleting { blocked: true, .. }) => Ok(Action::requeue(BLOCKED_RECHECK)),
+        Ok(Outcome::Deleting { .. }) => Ok(Action::requeue(Duration::from_secs(5))),
+        // Permanent errors wait for a change; the status says what to do.
+        Err(error) if !error.category().is_transient() => Ok(Action::await_change()),
+        Err(error) => Err(error),
     }
-    body
 }
 
-/// The desired body without write-only fields, which ARM never returns.
-fn comparable(desired: &Value) -> Value {
-    let mut out = desired.clone();
-    if let Some(p) = out.get_mut("properties").and_then(Value::as_object_mut) {
-        p.remove("administratorLoginPassword");
-    }
-    out
-}
-
-/// Subset with ARM's normalisations: locations lower-cased without spaces, and enum-like
-/// strings compared without regard to case.
-fn arm_subset(desired: &Value, observed: &Value) -> bool {
-    fn normalise(v: &Value) -> Value {
-        match v {
-            Value::String(s) => Value::String(s.to_ascii_lowercase().replace(' ', "")),
-            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), normalise(v))).collect()),
-            Value::Array(a) => Value::Array(a.iter().map(normalise).collect()),
-            other => other.clone(),
-        }
-    }
-    drift::is_subset(&normalise(desired), &normalise(observed), false)
-}
-
-fn children(object: &AzureResource, target: &Target) -> Vec<(String, Value)> {
-    let spec = &object.spec;
-    let id = &target.id;
-    let mut out = Vec::new();
-    for c in &spec.containers {
-        out.push((format!("{id}/blobServices/default/containers/{c}"), json!({"properties": {}})));
-    }
-    for q in &spec.queues {
-        out.push((format!("{id}/queueServices/default/queues/{q}"), json!({"properties": {}})));
-    }
-    for d in &spec.databases {
-        out.push((
-            format!("{id}/databases/{d}"),
-            json!({"properties": {"charset": "UTF8", "collation": "en_US.utf8"}}),
-        ));
-    }
-    for h in &spec.hubs {
-        out.push((format!("{id}/eventhubs/{h}"), json!({"properties": {"partitionCount": 2}})));
-    }
-    out
-}
-
-fn binding_type(object: &AzureResource) -> &'static str {
-    kinds::info(object.spec.kind).map(|k| k.binding_type).unwrap_or("azure")
-}
-
-fn binding_secret_name(object: &AzureResource) -> String {
-    format!("{}-binding", object.name_any())
-}
-
-/// The PostgreSQL administrator password: generated once, kept in the binding Secret (written
-/// before the PUT that uses it, so a crash in between loses nothing), never logged.
-async fn admin_password(object: &AzureResource, ctx: &Context) -> Result<String, Failure> {
-    let api: Api<Secret> = Api::namespaced(ctx.writer.client.clone(), &object.namespace().unwrap_or_default());
-    let name = binding_secret_name(object);
-    let existing =
-        api.get_opt(&name).await.map_err(|e| Failure::new(Category::KubeApi, format!("get Secret {name}: {e}")))?;
-    if let Some(password) =
-        existing.and_then(|s| s.data).and_then(|d| d.get("password").cloned()).and_then(|v| String::from_utf8(v.0).ok())
-    {
-        return Ok(password);
-    }
-    let password: String = {
-        let mut rng = rand::rng();
-        const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-        let body: String = (0..28).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect();
-        format!("{body}-9a")
-    };
-    write_binding(object, ctx, &BTreeMap::from([("password".to_owned(), password.clone())])).await?;
-    Ok(password)
-}
-
-/// Applies the binding Secret (owned by the AzureResource) when its data differs.
-async fn write_binding(object: &AzureResource, ctx: &Context, data: &BTreeMap<String, String>) -> Result<(), Failure> {
-    let api: Api<Secret> = Api::namespaced(ctx.writer.client.clone(), &object.namespace().unwrap_or_default());
-    let name = binding_secret_name(object);
-    let wanted: BTreeMap<String, ByteString> =
-        data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes()))).collect();
-    let current =
-        api.get_opt(&name).await.map_err(|e| Failure::new(Category::KubeApi, format!("get Secret {name}: {e}")))?;
-    if current.as_ref().and_then(|s| s.data.as_ref()) == Some(&wanted) {
+async fn write_status(object: &AzureResource, ctx: &Context, status: AzureResourceStatus) -> Result<()> {
+    if object.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    ctx.writer.may_write().map_err(|_| not_leader())?;
-    let owner = object.controller_owner_ref(&());
-    let secret = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": name,
-            "labels": {naming::label::MANAGED_BY: naming::MANAGED_BY, "citystack.io/azure-resource": object.name_any()},
-            "ownerReferences": owner.map(|o| vec![o]).unwrap_or_default(),
-        },
-        // The Secret type is immutable: derive it from the kind, not from the data written.
-        "type": format!("servicebinding.io/{}", binding_type(object)),
-        "data": wanted,
-    });
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+    ctx.writer.may_write()?;
+    let api: Api<AzureResource> = Api::namespaced(ctx.writer.client.clone(), &object.namespace().unwrap_or_default());
+    let patch =
+        json!({"apiVersion": AzureResource::api_version(&()), "kind": AzureResource::kind(&()), "status": status});
+    api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
-        .map_err(|e| Failure::new(Category::KubeApi, format!("apply Secret {name}: {e}")))?;
+        .map_err(|e| Error::kube("write AzureResource status", e))?;
+    let previous = object.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    if let Some(event) =
+        reconciler::ready_change_event(previous, &status.conditions, &[status::PROVISIONING, status::DELETING])
+    {
+        publish(object, ctx, event).await;
+    }
     Ok(())
 }
 
-async fn ensure_finalizer(object: &AzureResource, ctx: &Context, wanted: bool) -> Result<(), Failure> {
+async fn publish(object: &AzureResource, ctx: &Context, event: Event) {
+    if let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        warn!(%error, "publishing an Event failed");
+    }
+}
+
+async fn ensure_finalizer(object: &AzureResource, ctx: &Context, wanted: bool) -> Result<()> {
     let has = object.finalizers().iter().any(|f| f == FINALIZER);
     if has == wanted {
         return Ok(());
     }
-    ctx.writer.may_write().map_err(|_| not_leader())?;
+    ctx.writer.may_write()?;
     let mut finalizers: Vec<String> = object.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     if wanted {
         finalizers.push(FINALIZER.into());
@@ -666,70 +267,88 @@ async fn ensure_finalizer(object: &AzureResource, ctx: &Context, wanted: bool) -
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": object.resource_version()}});
     api.patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|e| Failure::new(Category::KubeApi, format!("update finalizers: {e}")))?;
+        .map_err(|e| Error::kube("update finalizers", e))?;
     Ok(())
 }
 
-/// Deletion: with policy Delete, delete in Azure (404 of the resource or its group counts as
-/// gone; without a recorded resourceId only a resource carrying our ownership tag is
-/// deleted; a resource group only when everything in it is ours), then drop the finalizer.
-async fn delete(object: &AzureResource, ctx: &Context, policy: DeletionPolicy) -> Result<Action, Failure> {
+/// Deletion: with policy Delete, delete in Azure what this object owns (see
+/// [`delete::decide`]), then drop the finalizer. The abandon annotation skips the cleanup.
+async fn finalize(object: &AzureResource, ctx: &Context) -> Result<Action> {
     if !object.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
-    if policy == DeletionPolicy::Delete {
-        let target = resolve(object, ctx, policy).await?;
-        let sub = &target.subscription;
-        let owner = owner_value(ctx, object);
-        match target.arm.get(sub, &target.id, &target.api_version).await {
-            Ok(None) => {}
-            Err(ArmError::Api { status: 404, .. }) => {}
-            Err(e) => return Err(e.into()),
-            Ok(Some(found)) => {
-                let ours =
-                    found.body.pointer(&format!("/tags/{OWNER_TAG}")).and_then(Value::as_str) == Some(owner.as_str());
-                if ours {
-                    if object.spec.kind == AzureKind::ResourceGroup {
-                        let list = target.arm.get(sub, &format!("{}/resources", target.id), "2025-04-01").await?;
-                        let foreign: Vec<String> = list
-                            .and_then(|l| l.body.get("value").and_then(Value::as_array).cloned())
-                            .unwrap_or_default()
-                            .iter()
-                            .filter(|r| r.pointer(&format!("/tags/{OWNER_TAG}")).and_then(Value::as_str).is_none())
-                            .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_owned))
-                            .collect();
-                        if !foreign.is_empty() {
-                            return report_deleting(
-                                object,
-                                ctx,
-                                format!(
-                                    "resource group holds resources citystack does not own: {}",
-                                    foreign.join(", ")
-                                ),
-                                Duration::from_secs(10),
-                            )
-                            .await;
-                        }
-                    }
-                    ctx.writer.may_write().map_err(|_| not_leader())?;
-                    let response = target.arm.delete(sub, &target.id, &target.api_version).await?;
-                    if response.status != 404 {
-                        info!(id = %target.id, "DELETE {}", target.id);
-                        return report_deleting(
-                            object,
-                            ctx,
-                            format!("deleting {} in Azure", target.id),
-                            response.retry_after.unwrap_or(Duration::from_secs(5)),
-                        )
-                        .await;
-                    }
-                } else {
-                    warn!(id = %target.id, "not deleting an Azure resource without our ownership tag");
-                }
+    let abandoned = object.annotations().get(naming::ABANDON_ANNOTATION).is_some_and(|v| v == "true");
+    if abandoned {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "Abandoned".into(),
+            note: Some(format!(
+                "{} is set: the Azure resource was left in place, not deleted; remove it by hand if it should go",
+                naming::ABANDON_ANNOTATION
+            )),
+            action: "Delete".into(),
+            secondary: None,
+        };
+        publish(object, ctx, event).await;
+        return remove_finalizer(object, ctx).await;
+    }
+    let policy =
+        crate::azure::kinds::effective_deletion_policy(object.spec.kind, object.spec.mode, object.spec.deletion_policy);
+    if policy != DeletionPolicy::Delete {
+        return remove_finalizer(object, ctx).await;
+    }
+    let target = match resolve(object, ctx).await {
+        Ok(target) => target,
+        Err(error) => return report(object, ctx, None, Err(error), None).await,
+    };
+    let outcome = delete_in_azure(object, ctx, &target).await;
+    match outcome {
+        Ok(None) => remove_finalizer(object, ctx).await,
+        Ok(Some(outcome)) => report(object, ctx, Some(&target), Ok(outcome), None).await,
+        Err(error) => report(object, ctx, Some(&target), Err(error), None).await,
+    }
+}
+
+/// `None` once nothing is left to delete; else the deletion's progress.
+async fn delete_in_azure(object: &AzureResource, ctx: &Context, target: &Target) -> Result<Option<Outcome>> {
+    let (sub, id) = (&target.subscription, &target.id);
+    let resource = match target.arm.get(sub, id, &target.api_version).await {
+        Ok(found) => found.map(|r| r.body),
+        Err(e) => return Err(Error::arm(format!("GET {id}"), e)),
+    };
+    let contents = match (&resource, object.spec.kind) {
+        (Some(_), crate::api::AzureKind::ResourceGroup) => target
+            .arm
+            .list(sub, &format!("{id}/resources"), delete::LIST_API_VERSION, delete::MAX_PAGES)
+            .await
+            .map_err(|e| Error::arm(format!("list {id}/resources"), e))?,
+        _ => Vec::new(),
+    };
+    match delete::decide(object.spec.kind, &target.owner, resource.as_ref(), &contents) {
+        Deletion::Gone => Ok(None),
+        Deletion::NotOurs => {
+            warn!(%id, "not deleting an Azure resource without this object's ownership tag");
+            Ok(None)
+        }
+        Deletion::Blocked { message } => Ok(Some(Outcome::Deleting { message, blocked: true })),
+        Deletion::Delete => {
+            ctx.writer.may_write()?;
+            let response = target
+                .arm
+                .delete(sub, id, &target.api_version)
+                .await
+                .map_err(|e| Error::arm(format!("DELETE {id}"), e))?;
+            if response.status == 404 {
+                return Ok(None);
             }
+            info!(%id, status = response.status, "DELETE sent");
+            Ok(Some(Outcome::Deleting { message: format!("deleting {id} in Azure"), blocked: false }))
         }
     }
-    ctx.writer.may_write().map_err(|_| not_leader())?;
+}
+
+async fn remove_finalizer(object: &AzureResource, ctx: &Context) -> Result<Action> {
+    ctx.writer.may_write()?;
     let finalizers: Vec<String> = object.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     let api: Api<AzureResource> = Api::namespaced(ctx.writer.client.clone(), &object.namespace().unwrap_or_default());
     api.patch(
@@ -738,158 +357,22 @@ async fn delete(object: &AzureResource, ctx: &Context, policy: DeletionPolicy) -
         &Patch::Merge(&json!({"metadata": {"finalizers": finalizers}})),
     )
     .await
-    .map_err(|e| Failure::new(Category::KubeApi, format!("remove finalizer: {e}")))?;
+    .map_err(|e| Error::kube("remove finalizer", e))?;
     Ok(Action::await_change())
 }
 
-async fn report_deleting(
-    object: &AzureResource,
-    ctx: &Context,
-    message: String,
-    after: Duration,
-) -> Result<Action, Failure> {
-    let mut status = object.status.clone().unwrap_or_default();
-    // Deletion bumps a custom resource's generation; the status describes this one.
-    status.observed_generation = object.metadata.generation;
-    let conditions = [
-        ConditionSpec::new("Ready", false, "Deleting", message.clone()),
-        ConditionSpec::new("Reconciling", true, "Deleting", message),
-        ConditionSpec::new("Stalled", false, "NotStalled", ""),
-    ];
-    status.conditions = merge_conditions(&status.conditions, &conditions, object.metadata.generation, &now());
-    write_status(object, ctx, status).await?;
-    Ok(Action::requeue(after))
-}
-
-fn now() -> Time {
-    Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default())
-}
-
-/// Writes the binding and status from an outcome; returns the next action.
-async fn report(
-    object: &AzureResource,
-    ctx: &Context,
-    target: Option<&Target>,
-    outcome: Result<Outcome, Failure>,
-) -> Result<Action, Failure> {
-    let mut status: AzureResourceStatus = object.status.clone().unwrap_or_default();
-    status.observed_generation = object.metadata.generation;
-    if let Some(t) = target {
-        status.azure_name = Some(t.name.clone());
-        status.subscription_id = Some(t.subscription.clone());
-        status.deletion_policy = Some(t.policy);
+/// The verdict kind of a status, for callers outside this module (the stack's view).
+pub fn verdict_of(status: &AzureResourceStatus) -> Option<Verdict> {
+    let find = |t: &str| status.conditions.iter().find(|c| c.type_ == t && c.status == "True");
+    if let Some(c) = find("Stalled") {
+        return Some(Verdict::Stalled { reason: c.reason.clone(), message: c.message.clone() });
     }
-    let (conditions, action, failure) = match outcome {
-        Ok(outcome) => {
-            status.provisioning_state = outcome.provisioning_state.clone();
-            status.operation = outcome.operation.clone();
-            status.applied_hash = outcome.applied_hash.clone();
-            if let Some(t) = target
-                && outcome.provisioning_state.is_some()
-            {
-                status.resource_id = Some(t.id.clone());
-            }
-            match (outcome.exported, outcome.progress) {
-                (Some(exported), _) => {
-                    write_binding(object, ctx, &exported.data).await?;
-                    status.outputs = exported.outputs;
-                    status.binding = Some(LocalRef { name: binding_secret_name(object) });
-                    let message = format!("{} is provisioned", target.map(|t| t.id.as_str()).unwrap_or_default());
-                    (
-                        [
-                            ConditionSpec::new("Ready", true, "Provisioned", message),
-                            ConditionSpec::new("Reconciling", false, "Converged", ""),
-                            ConditionSpec::new("Stalled", false, "NotStalled", ""),
-                        ],
-                        Action::requeue(ctx.resync),
-                        None,
-                    )
-                }
-                (None, Some((reason, after))) => {
-                    let message =
-                        format!("provisioningState {}", outcome.provisioning_state.unwrap_or_else(|| "pending".into()));
-                    (
-                        [
-                            ConditionSpec::new("Ready", false, reason.clone(), message.clone()),
-                            ConditionSpec::new("Reconciling", true, reason, message),
-                            ConditionSpec::new("Stalled", false, "NotStalled", ""),
-                        ],
-                        Action::requeue(after),
-                        None,
-                    )
-                }
-                (None, None) => (
-                    [
-                        ConditionSpec::new("Ready", false, "Pending", ""),
-                        ConditionSpec::new("Reconciling", true, "Pending", ""),
-                        ConditionSpec::new("Stalled", false, "NotStalled", ""),
-                    ],
-                    Action::requeue(Duration::from_secs(5)),
-                    None,
-                ),
-            }
-        }
-        Err(failure) => {
-            if failure.not_leader {
-                return Err(failure);
-            }
-            let reason = failure.category.as_str();
-            let stalled = !failure.category.is_transient();
-            let conditions = [
-                ConditionSpec::new("Ready", false, reason, failure.message.clone()),
-                if stalled {
-                    ConditionSpec::new("Reconciling", false, reason, "")
-                } else {
-                    ConditionSpec::new("Reconciling", true, reason, failure.message.clone())
-                },
-                if stalled {
-                    ConditionSpec::new("Stalled", true, reason, failure.message.clone())
-                } else {
-                    ConditionSpec::new("Stalled", false, "NotStalled", "")
-                },
-            ];
-            let action = Action::await_change();
-            (conditions, action, Some(failure))
-        }
-    };
-    status.conditions = merge_conditions(&status.conditions, &conditions, object.metadata.generation, &now());
-    write_status(object, ctx, status).await?;
-    match failure {
-        Some(failure) if failure.category.is_transient() => Err(failure),
-        _ => Ok(action),
+    if let Some(c) = find("Ready") {
+        return Some(Verdict::Ready { reason: c.reason.clone(), message: c.message.clone() });
     }
-}
-
-async fn write_status(object: &AzureResource, ctx: &Context, status: AzureResourceStatus) -> Result<(), Failure> {
-    if object.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    ctx.writer.may_write().map_err(|_| not_leader())?;
-    let previous =
-        object.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).map(|c| c.reason.clone());
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").cloned();
-    let api: Api<AzureResource> = Api::namespaced(ctx.writer.client.clone(), &object.namespace().unwrap_or_default());
-    let patch =
-        json!({"apiVersion": AzureResource::api_version(&()), "kind": AzureResource::kind(&()), "status": status});
-    api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|e| Failure::new(Category::KubeApi, format!("write AzureResource status: {e}")))?;
-    if let Some(ready) = ready.filter(|r| Some(&r.reason) != previous.as_ref()) {
-        let type_ = if ready.status == "True" || ready.reason == "Provisioning" {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        let event = Event {
-            type_,
-            reason: ready.reason.clone(),
-            note: Some(bounded(&ready.message, 1024)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
-            warn!(%error, "publishing an Event failed");
-        }
-    }
-    Ok(())
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| Verdict::Progressing { reason: c.reason.clone(), message: c.message.clone() })
 }

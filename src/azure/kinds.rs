@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::api::{AzureKind, DeletionPolicy};
+use crate::api::{AzureKind, AzureResourceSpec, DeletionPolicy, Mode};
 use crate::naming;
 
 /// How a kind's credentials are read.
@@ -60,6 +60,11 @@ pub struct KindInfo {
     pub keys: Keys,
     /// servicebinding.io `type` of the binding Secret.
     pub binding_type: &'static str,
+    /// JSON pointers of write-only fields: sent in the PUT, never returned by GET, so drift
+    /// on them is seen only through the recorded hash.
+    pub write_only: &'static [&'static str],
+    /// Whether the SKU lives in `properties.sku` (Redis, Key Vault) instead of `sku`.
+    pub sku_in_properties: bool,
 }
 
 const TABLE: [KindInfo; 7] = [
@@ -71,6 +76,8 @@ const TABLE: [KindInfo; 7] = [
         holds_data: true,
         keys: Keys::None,
         binding_type: "azure-resourcegroup",
+        write_only: &[],
+        sku_in_properties: false,
     },
     KindInfo {
         kind: AzureKind::StorageAccount,
@@ -80,6 +87,8 @@ const TABLE: [KindInfo; 7] = [
         holds_data: true,
         keys: Keys::Action("listKeys"),
         binding_type: "azure-storage",
+        write_only: &[],
+        sku_in_properties: false,
     },
     KindInfo {
         kind: AzureKind::PostgreSQLFlexibleServer,
@@ -89,6 +98,8 @@ const TABLE: [KindInfo; 7] = [
         holds_data: true,
         keys: Keys::GeneratedPassword,
         binding_type: "postgresql",
+        write_only: &["/properties/administratorLoginPassword"],
+        sku_in_properties: false,
     },
     KindInfo {
         kind: AzureKind::RedisCache,
@@ -98,6 +109,8 @@ const TABLE: [KindInfo; 7] = [
         holds_data: false,
         keys: Keys::Action("listKeys"),
         binding_type: "redis",
+        write_only: &[],
+        sku_in_properties: true,
     },
     KindInfo {
         kind: AzureKind::EventHubNamespace,
@@ -107,6 +120,8 @@ const TABLE: [KindInfo; 7] = [
         holds_data: false,
         keys: Keys::NamespaceRule,
         binding_type: "azure-eventhubs",
+        write_only: &[],
+        sku_in_properties: false,
     },
     KindInfo {
         kind: AzureKind::KeyVault,
@@ -116,6 +131,8 @@ const TABLE: [KindInfo; 7] = [
         holds_data: true,
         keys: Keys::None,
         binding_type: "azure-keyvault",
+        write_only: &[],
+        sku_in_properties: true,
     },
     KindInfo {
         kind: AzureKind::CognitiveServicesAccount,
@@ -125,24 +142,86 @@ const TABLE: [KindInfo; 7] = [
         holds_data: false,
         keys: Keys::Action("listKeys"),
         binding_type: "azure-cognitiveservices",
+        write_only: &[],
+        sku_in_properties: false,
     },
 ];
 
-/// The table entry of a curated kind; `None` for Generic.
+/// The table entry of a curated kind; `None` for Generic. The match is exhaustive: a new
+/// kind in the API enum does not compile until it has an entry.
 pub fn info(kind: AzureKind) -> Option<&'static KindInfo> {
-    TABLE.iter().find(|k| k.kind == kind)
+    let index = match kind {
+        AzureKind::ResourceGroup => 0,
+        AzureKind::StorageAccount => 1,
+        AzureKind::PostgreSQLFlexibleServer => 2,
+        AzureKind::RedisCache => 3,
+        AzureKind::EventHubNamespace => 4,
+        AzureKind::KeyVault => 5,
+        AzureKind::CognitiveServicesAccount => 6,
+        AzureKind::Generic => return None,
+    };
+    TABLE.get(index).filter(|k| k.kind == kind)
 }
 
-/// The deletion policy in effect: the spec's, else Orphan for kinds that hold data (and
-/// Generic, whose contents are unknown), else Delete. Observe always orphans.
-pub fn effective_deletion_policy(kind: AzureKind, observe: bool, spec: Option<DeletionPolicy>) -> DeletionPolicy {
-    if observe {
-        return DeletionPolicy::Orphan;
+/// The deletion policy in effect: Observe always orphans; else the spec's; else Orphan for an
+/// adopted resource (citystack did not create it), for kinds that hold data and for Generic
+/// (contents unknown); Delete for the rest.
+pub fn effective_deletion_policy(kind: AzureKind, mode: Mode, spec: Option<DeletionPolicy>) -> DeletionPolicy {
+    match (mode, spec) {
+        (Mode::Observe, _) => DeletionPolicy::Orphan,
+        (_, Some(policy)) => policy,
+        (Mode::Adopt, None) => DeletionPolicy::Orphan,
+        (Mode::Provision, None) => match info(kind) {
+            Some(k) if !k.holds_data => DeletionPolicy::Delete,
+            _ => DeletionPolicy::Orphan,
+        },
     }
-    spec.unwrap_or(match info(kind) {
-        Some(k) if !k.holds_data => DeletionPolicy::Delete,
-        _ => DeletionPolicy::Orphan,
-    })
+}
+
+/// Child resources the spec asks for, as `(ARM id, PUT body)`, under the resource `id`
+/// (StorageAccount containers and queues, PostgreSQL databases, Event Hubs hubs). Pure.
+pub fn children(kind: AzureKind, spec: &AzureResourceSpec, id: &str) -> Vec<(String, Value)> {
+    let under = |path: &str, names: &[String], body: Value| -> Vec<(String, Value)> {
+        names.iter().map(|n| (format!("{id}/{path}/{n}"), body.clone())).collect()
+    };
+    match kind {
+        AzureKind::StorageAccount => {
+            let mut out = under("blobServices/default/containers", &spec.containers, json!({"properties": {}}));
+            out.extend(under("queueServices/default/queues", &spec.queues, json!({"properties": {}})));
+            out
+        }
+        AzureKind::PostgreSQLFlexibleServer => {
+            under("databases", &spec.databases, json!({"properties": {"charset": "UTF8", "collation": "en_US.utf8"}}))
+        }
+        AzureKind::EventHubNamespace => under("eventhubs", &spec.hubs, json!({"properties": {"partitionCount": 2}})),
+        AzureKind::ResourceGroup
+        | AzureKind::RedisCache
+        | AzureKind::KeyVault
+        | AzureKind::CognitiveServicesAccount
+        | AzureKind::Generic => Vec::new(),
+    }
+}
+
+/// The body written to an adopted resource: only what its spec sets explicitly (tags, and
+/// `sku` and `properties` when given), never a kind default or a generated value, so adopting
+/// changes nothing its owner chose. Sent as an ARM PATCH (RFC 7396 merge semantics). Pure.
+pub fn adopt_body(
+    kind: AzureKind,
+    sku: Option<&Value>,
+    properties: Option<&Value>,
+    tags: &BTreeMap<String, String>,
+) -> Value {
+    let mut body = json!({ "tags": tags });
+    let sku_in_properties = info(kind).is_some_and(|k| k.sku_in_properties);
+    if let Some(p) = properties {
+        body["properties"] = p.clone();
+    }
+    match (sku, sku_in_properties) {
+        (Some(sku), true) => merge(&mut body, &json!({"properties": {"sku": sku}})),
+        (Some(sku), false) => body["sku"] = sku.clone(),
+        (None, _) => {}
+    }
+    body
 }
 
 /// What a derived name is built from: every input that makes it unique.
@@ -275,8 +354,7 @@ pub fn desired_body(
         }
         AzureKind::Generic => (None, json!({}), None),
     };
-    // Redis and Key Vault carry their SKU inside properties.
-    let sku_inside = matches!(kind, AzureKind::RedisCache | AzureKind::KeyVault);
+    let sku_inside = info(kind).is_some_and(|k| k.sku_in_properties);
     if let (true, Some(sku)) = (sku_inside, sku) {
         merge(&mut default_properties, &json!({ "sku": sku }));
     }
@@ -347,17 +425,48 @@ mod tests {
 
     #[test]
     fn deletion_policy_defaults_protect_data() {
-        assert_eq!(effective_deletion_policy(AzureKind::StorageAccount, false, None), DeletionPolicy::Orphan);
-        assert_eq!(effective_deletion_policy(AzureKind::RedisCache, false, None), DeletionPolicy::Delete);
-        assert_eq!(effective_deletion_policy(AzureKind::Generic, false, None), DeletionPolicy::Orphan);
+        let p = Mode::Provision;
+        assert_eq!(effective_deletion_policy(AzureKind::StorageAccount, p, None), DeletionPolicy::Orphan);
+        assert_eq!(effective_deletion_policy(AzureKind::RedisCache, p, None), DeletionPolicy::Delete);
+        assert_eq!(effective_deletion_policy(AzureKind::Generic, p, None), DeletionPolicy::Orphan);
         assert_eq!(
-            effective_deletion_policy(AzureKind::RedisCache, true, Some(DeletionPolicy::Delete)),
+            effective_deletion_policy(AzureKind::RedisCache, Mode::Observe, Some(DeletionPolicy::Delete)),
             DeletionPolicy::Orphan
         );
         assert_eq!(
-            effective_deletion_policy(AzureKind::KeyVault, false, Some(DeletionPolicy::Delete)),
+            effective_deletion_policy(AzureKind::KeyVault, p, Some(DeletionPolicy::Delete)),
             DeletionPolicy::Delete
         );
+        // Adopted resources were not created by citystack: Orphan whatever the kind.
+        for kind in [AzureKind::RedisCache, AzureKind::EventHubNamespace, AzureKind::CognitiveServicesAccount] {
+            assert_eq!(effective_deletion_policy(kind, Mode::Adopt, None), DeletionPolicy::Orphan, "{kind:?}");
+        }
+        assert_eq!(
+            effective_deletion_policy(AzureKind::RedisCache, Mode::Adopt, Some(DeletionPolicy::Delete)),
+            DeletionPolicy::Delete
+        );
+    }
+
+    #[test]
+    fn every_kind_has_its_own_table_entry() {
+        for kind in TABLE.iter().map(|k| k.kind) {
+            assert_eq!(info(kind).map(|k| k.kind), Some(kind));
+        }
+        assert!(info(AzureKind::Generic).is_none());
+    }
+
+    #[test]
+    fn adopted_resources_receive_only_explicit_fields() {
+        let tags = BTreeMap::from([("citystack-owner".to_owned(), "o".to_owned())]);
+        assert_eq!(adopt_body(AzureKind::RedisCache, None, None, &tags), json!({"tags": {"citystack-owner": "o"}}));
+        let sku = json!({"name": "Premium", "family": "P", "capacity": 1});
+        let body = adopt_body(AzureKind::RedisCache, Some(&sku), Some(&json!({"minimumTlsVersion": "1.2"})), &tags);
+        assert_eq!(body["properties"]["sku"], sku);
+        assert_eq!(body["properties"]["minimumTlsVersion"], json!("1.2"));
+        assert!(body.get("location").is_none() && body.get("sku").is_none());
+        let storage = adopt_body(AzureKind::StorageAccount, Some(&json!({"name": "Standard_GRS"})), None, &tags);
+        assert_eq!(storage["sku"]["name"], json!("Standard_GRS"));
+        assert!(storage.get("properties").is_none() && storage.get("kind").is_none());
     }
 
     #[test]

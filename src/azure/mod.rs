@@ -1,9 +1,18 @@
 //! The Azure side: the curated-kind table, the ARM client, credentials, and the
-//! AzureResource controller.
+//! AzureResource controller as a pipeline of steps: resolve → observe → plan (pure) → act →
+//! status (pure), with deletion beside it.
 
+pub mod act;
 pub mod arm;
 pub mod cloud;
 pub mod controller;
 pub mod credential;
+pub mod delete;
 pub mod export;
 pub mod kinds;
+pub mod observe;
+pub mod plan;
+pub mod resolve;
+pub mod response;
+pub mod secret;
+pub mod status;

@@ -244,7 +244,7 @@ fn stacks_binding(stacks: &Store<SolutionStack>, secret: &PartialObjectMeta<Secr
         .filter(|s| {
             s.spec.bindings.iter().any(|b| {
                 b.secret_ref.as_ref().is_some_and(|r| r.name == name)
-                    || resolve::azure_resource_name(s, b).is_some_and(|azr| format!("{azr}-binding") == name)
+                    || resolve::azure_resource_name(s, b).is_some_and(|azr| naming::binding_secret_name(&azr) == name)
             })
         })
         .map(|s| ObjectRef::from_obj(s.as_ref()))

@@ -106,6 +106,7 @@ fn render_azure(stack: &SolutionStack, binding: &crate::api::Binding, owner: Opt
         databases: vec![],
         hubs: vec![],
         generic: None,
+        password_secret_ref: None,
         deletion_policy: None,
         credential_ref: None,
     });
@@ -335,7 +336,7 @@ pub fn render_documents(text: &str) -> std::result::Result<String, String> {
                 // Azure bindings resolve to their AzureResource's binding Secret.
                 let secret = match &b.secret_ref {
                     Some(secret) => secret.name.clone(),
-                    None => format!("{}-binding", super::resolve::azure_resource_name(&stack, b)?),
+                    None => naming::binding_secret_name(&super::resolve::azure_resource_name(&stack, b)?),
                 };
                 Some((b.name.clone(), ResolvedBinding { name: b.name.clone(), secret_name: secret, data_hash: None }))
             })
