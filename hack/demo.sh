@@ -22,6 +22,8 @@ azurite_state="$local_dir/azurite"
 armsim_state="$local_dir/armsim"
 armsim_pidfile="$local_dir/armsim.pid"
 armsim_log="$local_dir/armsim.log"
+# The examples' credential Secrets name this client id (the operator accepts only GUIDs).
+armsim_client_id=5d2e8c1a-9b7f-4e3d-a6c5-0f1e2d3c4b5a
 target_dir=${CARGO_TARGET_DIR:-target}
 
 # Stops the process in a pid file, but only if that pid still runs the named program: after
@@ -78,7 +80,8 @@ armsim_current() {
   [ -f "$armsim_pidfile" ] && [ -s "$armsim_state/endpoint" ] && [ -s "$armsim_state/ca.pem" ] || return 1
   pid=$(cat "$armsim_pidfile")
   [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$target_dir/debug/armsim")" ] &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "--azurite-blob $ARMSIM_AZURITE_BLOB "
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "--azurite-blob $ARMSIM_AZURITE_BLOB " &&
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "--client-id $armsim_client_id "
 }
 stop_operator
 if ! armsim_current; then
@@ -86,7 +89,7 @@ if ! armsim_current; then
   rm -f "$armsim_state/endpoint" "$armsim_state/ca.pem"
   nohup "$target_dir/debug/armsim" --listen 127.0.0.1:0 --state-dir "$armsim_state" \
     --azurite-blob "$ARMSIM_AZURITE_BLOB" --azurite-queue "$ARMSIM_AZURITE_QUEUE" \
-    --azurite-table "$ARMSIM_AZURITE_TABLE" >"$armsim_log" 2>&1 </dev/null &
+    --azurite-table "$ARMSIM_AZURITE_TABLE" --client-id "$armsim_client_id" >"$armsim_log" 2>&1 </dev/null &
   echo $! >"$armsim_pidfile"
   for _ in $(seq 150); do
     [ -s "$armsim_state/endpoint" ] && [ -s "$armsim_state/ca.pem" ] && break

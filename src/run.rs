@@ -188,7 +188,8 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     });
     // The Azure controllers start only once the cluster's identity is read (never with an
     // empty one); until then /readyz says why. The SolutionStack controllers do not need it.
-    let cluster_uid = read_cluster_identity(client.clone(), health.clone(), shutdown.clone()).shared();
+    let cluster_uid =
+        read_cluster_identity(client.clone(), cluster::Attempts::default(), health.clone(), shutdown.clone()).shared();
     let mut controllers: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();
     for namespace in namespaces {
         let resync = Duration::from_secs(args.resync);
@@ -245,14 +246,19 @@ const PERMISSIONS: &str = "permissions";
 /// The check name of the cluster identity in [`Health`].
 const CLUSTER_IDENTITY: &str = "cluster identity";
 
-/// Reads the cluster's identity (kube-system's UID), in rounds of [`cluster::Attempts`] until
-/// it is read; meanwhile `/readyz` fails naming the last error, and each failed try is logged.
-/// `None` when `shutdown` comes first.
-async fn read_cluster_identity(client: Client, health: Health, shutdown: CancellationToken) -> Option<String> {
+/// Reads the cluster's identity (kube-system's UID), in rounds of `attempts` until it is read;
+/// meanwhile `/readyz` fails naming the last error, and each failed try is logged. `None`
+/// when `shutdown` comes first.
+async fn read_cluster_identity(
+    client: Client,
+    attempts: cluster::Attempts,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Option<String> {
     health.set_problems(CLUSTER_IDENTITY, vec!["cluster identity (Namespace kube-system's UID) not read yet".into()]);
     loop {
         tokio::select! {
-            read = cluster::cluster_identity(&client, cluster::Attempts::default()) => match read {
+            read = cluster::cluster_identity(&client, attempts) => match read {
                 Ok(uid) => {
                     info!(cluster_uid = %uid, "cluster identity read");
                     health.set_problems(CLUSTER_IDENTITY, Vec::new());
@@ -314,4 +320,73 @@ async fn signal(shutdown: CancellationToken) {
     let _ = tokio::signal::ctrl_c().await;
     info!("shutdown requested: finishing in-flight reconciles");
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A kube client whose API server is down until `up` is set, then serves kube-system.
+    fn cluster(up: Arc<AtomicBool>) -> Client {
+        let service = tower::service_fn(move |_request: http::Request<kube::client::Body>| {
+            let up = up.load(Ordering::SeqCst);
+            async move {
+                let (status, body) = if up {
+                    (
+                        200,
+                        r#"{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadata","metadata":{"name":"kube-system","uid":"0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"}}"#,
+                    )
+                } else {
+                    (
+                        503,
+                        r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"etcd is unavailable","code":503}"#,
+                    )
+                };
+                http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(body.as_bytes().to_vec()))
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    const QUICK: cluster::Attempts =
+        cluster::Attempts { tries: 2, first_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2) };
+
+    #[tokio::test]
+    async fn unready_while_the_cluster_identity_is_unread() {
+        let up = Arc::new(AtomicBool::new(false));
+        let health = Health::new(0);
+        let shutdown = CancellationToken::new();
+        let reading = tokio::spawn(read_cluster_identity(cluster(up.clone()), QUICK, health.clone(), shutdown.clone()));
+        let mut waited = 0;
+        while !health.unready_reasons().iter().any(|r| r.contains("etcd is unavailable")) {
+            assert!(waited < 500, "no reason given: {:?}", health.unready_reasons());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert!(!health.is_ready());
+        up.store(true, Ordering::SeqCst);
+        let uid = reading.await.ok().flatten();
+        assert_eq!(uid.as_deref(), Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"));
+        assert!(health.is_ready(), "{:?}", health.unready_reasons());
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_wait_without_an_identity() {
+        let health = Health::new(0);
+        let shutdown = CancellationToken::new();
+        let reading = tokio::spawn(read_cluster_identity(
+            cluster(Arc::new(AtomicBool::new(false))),
+            QUICK,
+            health.clone(),
+            shutdown.clone(),
+        ));
+        shutdown.cancel();
+        assert_eq!(reading.await.ok(), Some(None));
+    }
 }

@@ -16,6 +16,10 @@ use crate::harness::{self, DEADLINE, Operator, wait_until};
 
 /// Subscription used by the tests.
 pub const SUBSCRIPTION: &str = "6f1c2a0e-3b7d-4c55-9a1e-2f5d7c9b0a11";
+/// Tenant of the tests' credential.
+pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+/// Client id the simulator accepts in every tenant (a GUID: the operator refuses other shapes).
+pub const CLIENT_ID: &str = "5d2e8c1a-9b7f-4e3d-a6c5-0f1e2d3c4b5a";
 
 /// An in-process ARM simulator and what an operator needs to reach it.
 pub struct Sim {
@@ -47,6 +51,7 @@ impl Sim {
     }
 
     async fn start_with(config: armsim::Config) -> Sim {
+        let config = armsim::Config { client_id: CLIENT_ID.into(), ..config };
         let server = armsim::start(config).await.unwrap_or_else(|e| panic!("armsim: {e}"));
         let ca_file = std::env::temp_dir().join(format!("armsim-ca-{}.pem", server.addr.port()));
         std::fs::write(&ca_file, &server.ca_pem).unwrap_or_else(|e| panic!("{e}"));
@@ -83,7 +88,9 @@ impl Sim {
     /// PUTs `body` at `path` as someone else would (not citystack): a bearer token from the
     /// simulator's token endpoint, no ownership tag.
     pub async fn foreign_put(&self, path: &str, body: Value) {
-        let form = "grant_type=client_credentials&client_id=citystack-test&client_secret=not-a-secret&scope=https%3A%2F%2Fmanagement.azure.com%2F.default";
+        let form = format!(
+            "grant_type=client_credentials&client_id={CLIENT_ID}&client_secret=not-a-secret&scope=https%3A%2F%2Fmanagement.azure.com%2F.default"
+        );
         let token = self
             .http
             .post(format!("{}/tenant-b/oauth2/v2.0/token", self.server.endpoint))
@@ -123,8 +130,8 @@ pub async fn credential_secret(client: &Client, ns: &str) {
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "citystack-azure"},
         "stringData": {
-            "AZURE_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
-            "AZURE_CLIENT_ID": "citystack-test",
+            "AZURE_TENANT_ID": TENANT,
+            "AZURE_CLIENT_ID": CLIENT_ID,
             "AZURE_CLIENT_SECRET": "not-a-secret",
             "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION
         }
@@ -550,11 +557,7 @@ async fn operator_identity_only_in_trusted_namespaces() {
         .map(String::from),
     );
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let env = [
-        ("AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
-        ("AZURE_CLIENT_ID", "citystack-test"),
-        ("AZURE_CLIENT_SECRET", "not-a-secret"),
-    ];
+    let env = [("AZURE_TENANT_ID", TENANT), ("AZURE_CLIENT_ID", CLIENT_ID), ("AZURE_CLIENT_SECRET", "not-a-secret")];
     // One operator per namespace (the harness scopes operators to one namespace).
     let _a = Operator::start_with_env(&trusted, 300, &flags, &env).await;
     let _b = Operator::start_with_env(&other, 300, &flags, &env).await;

@@ -11,4 +11,5 @@ mod gitops_health;
 mod leader_election;
 mod lifecycle;
 mod permissions;
+mod secret_canary;
 mod steady_state;
