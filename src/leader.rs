@@ -20,6 +20,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// When a reconcile refused because this instance may not write (a follower, or a leader
+/// whose renewal is late) runs again: refused work is re-queued, never dropped, and a
+/// promotion re-queues every object at once anyway.
+pub const NOT_LEADER_RETRY: Duration = Duration::from_secs(15);
+
 /// Lease settings (`citystack run --leader-elect ...`).
 #[derive(Clone, Debug)]
 pub struct LeaseSettings {
@@ -54,6 +59,7 @@ impl LeaderGate {
 
     /// Whether this instance holds the lease and its last renewal is recent enough.
     pub fn is_leader(&self) -> bool {
+        // Both must hold: the elector says we lead, and the last renewal seen is fresh.
         let Some(state) = &self.inner else { return true };
         let fresh = state.valid_until.lock().ok().and_then(|v| *v).is_some_and(|until| Instant::now() < until);
         *state.leader.borrow() && fresh
@@ -128,9 +134,8 @@ pub fn elect(
                 }
                 changed = current.changed() => match changed {
                     Ok(leader) => {
-                        if leader && let Ok(mut until) = state.valid_until.lock() {
-                            *until = Some(Instant::now() + validity);
-                        }
+                        // The gate opens when the watch shows the Lease's renewTime (below):
+                        // validity counts from the renewal itself, not from this event.
                         info!(leader, identity = %settings.identity, "leader election: {}", if leader { "became leader" } else { "following" });
                         let _ = tx.send(leader);
                         manager = Some(current);
@@ -163,7 +168,22 @@ async fn build(
         .await
 }
 
-/// Extends the gate's deadline whenever the Lease shows a renewal by this instance.
+/// When writing must stop after a renewal at `renewed` (the Lease's `renewTime`): `validity`
+/// after it, as an [`Instant`] (`now_wall` and `now` are the same moment on the two clocks).
+/// `None` when that moment has passed. A renewal time in the future (clock skew) counts as now.
+pub fn valid_until(
+    renewed: jiff::Timestamp,
+    validity: Duration,
+    now_wall: jiff::Timestamp,
+    now: Instant,
+) -> Option<Instant> {
+    let age = now_wall.duration_since(renewed);
+    let age = Duration::try_from(age).unwrap_or(Duration::ZERO);
+    let left = validity.checked_sub(age)?;
+    now.checked_add(left).filter(|_| !left.is_zero())
+}
+
+/// Sets the gate's deadline from each renewal the Lease shows (see [`valid_until`]).
 async fn watch_renewals(
     client: Client,
     settings: LeaseSettings,
@@ -181,14 +201,39 @@ async fn watch_renewals(
         };
         match next {
             Some(Ok(lease)) => {
-                let ours =
-                    lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(settings.identity.as_str());
-                if ours && let Ok(mut until) = state.valid_until.lock() {
-                    *until = Some(Instant::now() + validity);
+                let spec = lease.spec.as_ref();
+                let ours = spec.and_then(|s| s.holder_identity.as_deref()) == Some(settings.identity.as_str());
+                let renewed = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
+                if let Ok(mut until) = state.valid_until.lock() {
+                    *until = match (ours, renewed) {
+                        (true, Some(renewed)) => valid_until(renewed, validity, jiff::Timestamp::now(), Instant::now()),
+                        // Another holder, or no renewal recorded: not ours to write with.
+                        _ => None,
+                    };
                 }
             }
             Some(Err(error)) => warn!(%error, "leader election: watching the Lease"),
             None => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_counts_from_the_renewal_not_the_event() {
+        let now = Instant::now();
+        let wall = jiff::Timestamp::from_second(1_000_000).unwrap_or_default();
+        let validity = Duration::from_secs(14);
+        let ago = |s: i64| wall.checked_sub(jiff::SignedDuration::from_secs(s)).unwrap_or(wall);
+        assert_eq!(valid_until(wall, validity, wall, now), Some(now + validity));
+        // An event that arrives 10 s after the renewal leaves only 4 s.
+        assert_eq!(valid_until(ago(10), validity, wall, now), Some(now + Duration::from_secs(4)));
+        assert_eq!(valid_until(ago(14), validity, wall, now), None);
+        assert_eq!(valid_until(ago(600), validity, wall, now), None);
+        let future = wall.checked_add(jiff::SignedDuration::from_secs(30)).unwrap_or(wall);
+        assert_eq!(valid_until(future, validity, wall, now), Some(now + validity));
     }
 }

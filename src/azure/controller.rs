@@ -10,7 +10,7 @@ use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -23,7 +23,7 @@ use crate::azure::delete::{self, Deletion};
 use crate::azure::plan::{self, Inputs};
 use crate::azure::resolve::{self, Target};
 use crate::azure::status::{self, Outcome};
-use crate::azure::{act, observe, secret};
+use crate::azure::{act, hold, observe, secret};
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::leader::LeaderGate;
@@ -37,7 +37,7 @@ pub const CONTROLLER: &str = "azureresource";
 /// Finalizer on AzureResources whose effective deletion policy is Delete.
 pub const FINALIZER: &str = "citystack.io/azure-cleanup";
 /// How often a deletion blocked by foreign resources in a group looks again.
-const BLOCKED_RECHECK: Duration = Duration::from_secs(60);
+const BLOCKED_RECHECK: Duration = Duration::from_secs(20);
 
 /// Settings of the Azure controller.
 pub struct AzureSettings {
@@ -66,6 +66,7 @@ pub struct Context {
     resync: Duration,
     operation_deadline: Duration,
     backoff: Backoff<ObjectRef<AzureResource>>,
+    store: Store<AzureResource>,
 }
 
 /// Runs the AzureResource controller until `shutdown`.
@@ -107,6 +108,7 @@ pub async fn run(
         resync: settings.resync,
         operation_deadline: settings.operation_deadline,
         backoff: Backoff::new(Duration::from_secs(2)),
+        store: store.clone(),
     });
     let promotions = leader.promotions();
     Controller::for_stream(stream, store)
@@ -129,8 +131,8 @@ async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Acti
         let started = std::time::Instant::now();
         ctx.writer.metrics.reconcile_started(CONTROLLER);
         let result = match reconcile_inner(&object, &ctx).await {
-            // A follower stops here; the leader reconciles every object when it takes over.
-            Err(Error::NotLeader) => Ok(Action::await_change()),
+            // Refused as not-leader: re-queued, never dropped (a promotion re-queues all anyway).
+            Err(Error::NotLeader) => Ok(Action::requeue(crate::leader::NOT_LEADER_RETRY)),
             other => other,
         };
         ctx.writer.metrics.reconcile_finished(CONTROLLER, started.elapsed());
@@ -162,8 +164,13 @@ async fn reconcile_inner(object: &AzureResource, ctx: &Context) -> Result<Action
         Ok(target) => target,
         Err(error) => return report(object, ctx, None, Err(error), None).await,
     };
-    // A finalizer only when Azure cleanup is ours to do.
+    // A finalizer only when Azure cleanup is ours to do; then the cleanup's credential is held
+    // so that deleting the namespace cannot remove it first.
     ensure_finalizer(object, ctx, target.policy == DeletionPolicy::Delete).await?;
+    if let (DeletionPolicy::Delete, Some((secret, false))) = (target.policy, &target.credential_secret) {
+        ctx.writer.may_write()?;
+        hold::hold(&ctx.writer.client, &object.namespace().unwrap_or_default(), secret).await?;
+    }
     let (outcome, dropped) = match converge(object, ctx, &target).await {
         Ok((outcome, dropped)) => (Ok(outcome), dropped),
         Err(error) => (Err(error), None),
@@ -349,6 +356,7 @@ async fn delete_in_azure(object: &AzureResource, ctx: &Context, target: &Target)
 
 async fn remove_finalizer(object: &AzureResource, ctx: &Context) -> Result<Action> {
     ctx.writer.may_write()?;
+    hold::release_if_last(&ctx.writer.client, &ctx.store, object).await?;
     let finalizers: Vec<String> = object.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     let api: Api<AzureResource> = Api::namespaced(ctx.writer.client.clone(), &object.namespace().unwrap_or_default());
     api.patch(

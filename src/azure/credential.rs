@@ -130,6 +130,9 @@ pub struct Resolved {
     pub source: String,
     /// Whether this is the operator's own identity.
     pub operator_identity: bool,
+    /// The Secret it came from: its name, and whether it already carries
+    /// [`crate::azure::hold::CREDENTIAL_FINALIZER`]. `None` for the operator's identity.
+    pub secret: Option<(String, bool)>,
 }
 
 /// Principal of the operator's own identity (see [`Resolved::principal`]).
@@ -213,6 +216,7 @@ impl Credentials {
                     principal: OPERATOR_PRINCIPAL.into(),
                     source: "operator identity".into(),
                     operator_identity: true,
+                    secret: None,
                 })
             }
         }
@@ -245,6 +249,10 @@ impl Credentials {
             principal,
             source,
             operator_identity: false,
+            secret: Some((
+                name.clone(),
+                secret.finalizers().iter().any(|f| f == crate::azure::hold::CREDENTIAL_FINALIZER),
+            )),
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod controller;
 pub mod credential;
 pub mod delete;
 pub mod export;
+pub mod hold;
 pub mod kinds;
 pub mod observe;
 pub mod plan;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::api::{AzureKind, AzureResourceSpec, AzureResourceStatus, Mode};
+use crate::azure::credential::is_guid;
 use crate::azure::kinds;
 use crate::azure::response::Provisioning;
 use crate::error::{Category, bounded};
@@ -305,10 +306,11 @@ fn desired(inputs: &Inputs<'_>, observed: Option<&Value>) -> Result<(Value, Stri
                     )
                 })?;
             let explicit_tenant = spec.properties.as_ref().and_then(|p| p.get("tenantId")).is_some();
-            if spec.kind == AzureKind::KeyVault && !explicit_tenant && inputs.tenant.is_none_or(str::is_empty) {
+            // Key Vault's properties.tenantId must be the tenant's GUID (not a domain name).
+            if spec.kind == AzureKind::KeyVault && !explicit_tenant && !inputs.tenant.is_some_and(is_guid) {
                 return Err(refuse(
                     Category::InvalidSpec,
-                    "a Key Vault needs a tenant id: the credential has none; set spec.properties.tenantId",
+                    "a Key Vault needs its tenant's GUID: the credential names none (or a domain name); set spec.properties.tenantId",
                 ));
             }
             let mut body =
@@ -427,7 +429,7 @@ mod tests {
             id: ID,
             owner: OWNER,
             password: None,
-            tenant: Some("tenant-1"),
+            tenant: Some("72f988bf-86f1-41af-91ab-2d7cd011db47"),
             observed: &observed,
         })
     }
@@ -578,7 +580,7 @@ mod tests {
         let kv = spec(json!({"kind": "KeyVault"}));
         let got = run(&kv, &AzureResourceStatus::default(), seen(None));
         let Decision::Create { body, .. } = got.decision else { panic!("{got:?}") };
-        assert_eq!(body["properties"]["tenantId"], json!("tenant-1"));
+        assert_eq!(body["properties"]["tenantId"], json!("72f988bf-86f1-41af-91ab-2d7cd011db47"));
         let no_tenant = plan(&Inputs {
             spec: &kv,
             generation: Some(1),
@@ -587,7 +589,7 @@ mod tests {
             id: ID,
             owner: OWNER,
             password: None,
-            tenant: Some(""),
+            tenant: Some("contoso.onmicrosoft.com"),
             observed: &seen(None),
         });
         assert!(

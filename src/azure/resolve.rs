@@ -29,6 +29,9 @@ pub struct Target {
     pub owner: String,
     /// The credential's tenant id, if known.
     pub tenant: Option<String>,
+    /// The credential Secret (name, whether it already carries the hold); `None` for the
+    /// operator's identity.
+    pub credential_secret: Option<(String, bool)>,
 }
 
 impl Target {
@@ -107,7 +110,17 @@ pub async fn resolve(
     let id = arm_id(spec.kind, &arm_type, &subscription, &resource_group, &name)?;
     let policy = kinds::effective_deletion_policy(spec.kind, spec.mode, spec.deletion_policy);
     let owner = naming::owner_tag_value(cluster, &namespace, &object.name_any());
-    Ok(Target { arm: credential.arm, subscription, name, id, api_version, policy, owner, tenant: credential.tenant })
+    Ok(Target {
+        arm: credential.arm,
+        subscription,
+        name,
+        id,
+        api_version,
+        policy,
+        owner,
+        tenant: credential.tenant,
+        credential_secret: credential.secret,
+    })
 }
 
 fn invalid(message: impl Into<String>) -> Error {

@@ -262,9 +262,9 @@ async fn reconcile(stack: Arc<SolutionStack>, ctx: Arc<Context>) -> Result<Actio
         let started = Instant::now();
         ctx.writer.metrics.reconcile_started(CONTROLLER);
         let result = match reconcile_inner(&stack, &ctx).await {
-            // A follower (or a leader that lost its lease mid-reconcile) stops here; the
+            // A follower (or a leader whose renewal is late) stops here and looks again later; the
             // leader reconciles every stack when it takes over.
-            Err(Error::NotLeader) => Ok(Action::await_change()),
+            Err(Error::NotLeader) => Ok(Action::requeue(crate::leader::NOT_LEADER_RETRY)),
             other => other,
         };
         ctx.writer.metrics.reconcile_finished(CONTROLLER, started.elapsed());
@@ -423,7 +423,10 @@ fn waits_for(
     names.dedup();
     for dep in names {
         if let Some(state) = bindings.get(dep) {
-            if let BindingState::NotReady { message, .. } | BindingState::Pending { message } = state {
+            if let BindingState::NotReady { message, .. }
+            | BindingState::Pending { message }
+            | BindingState::Stalled { message, .. } = state
+            {
                 waits.push((dep.clone(), message.clone()));
             }
             continue;

@@ -37,6 +37,13 @@ pub enum BindingState {
         /// Which Secret or key is missing; never a value.
         message: String,
     },
+    /// The AzureResource behind it is Stalled (a person must act): the stack is Stalled too.
+    Stalled {
+        /// The AzureResource's Stalled reason (PascalCase, e.g. `AzureRejected`).
+        reason: String,
+        /// Names the AzureResource, its reason and message (with the ARM code).
+        message: String,
+    },
 }
 
 /// What a Secret's data looked like at one resourceVersion: its hash and key names.
@@ -89,8 +96,14 @@ impl SecretResolver {
                             BindingState::NotReady { message, .. } => BindingState::Pending { message },
                             state => state,
                         },
-                        None => BindingState::Pending {
-                            message: format!("AzureResource {name}: {}", azure_not_ready(&resource)),
+                        None => match azure_stalled(&resource) {
+                            Some((reason, detail)) => BindingState::Stalled {
+                                reason,
+                                message: format!("AzureResource {name} is Stalled: {detail}"),
+                            },
+                            None => BindingState::Pending {
+                                message: format!("AzureResource {name}: {}", azure_not_ready(&resource)),
+                            },
                         },
                     },
                 },
@@ -190,6 +203,19 @@ fn azure_binding_secret(resource: &AzureResource) -> Option<String> {
     if current && ready { status.binding.as_ref().map(|b| b.name.clone()) } else { None }
 }
 
+/// The Stalled condition of an AzureResource at its current generation: its reason (an
+/// error category, e.g. `AzureRejected`) and message (which carries the ARM code).
+fn azure_stalled(resource: &AzureResource) -> Option<(String, String)> {
+    let status = resource.status.as_ref()?;
+    if status.observed_generation != resource.metadata.generation {
+        return None;
+    }
+    let stalled = status.conditions.iter().find(|c| c.type_ == "Stalled" && c.status == "True")?;
+    let reason: String = stalled.reason.chars().filter(char::is_ascii_alphanumeric).take(64).collect();
+    let reason = if reason.starts_with(|c: char| c.is_ascii_alphabetic()) { reason } else { "Stalled".into() };
+    Some((reason.clone(), format!("{reason}: {}", stalled.message)))
+}
+
 /// Why an AzureResource is not Ready: its Ready condition's reason and message.
 fn azure_not_ready(resource: &AzureResource) -> String {
     resource
@@ -206,7 +232,7 @@ pub fn ready_bindings(states: &BTreeMap<String, BindingState>) -> BTreeMap<Strin
         .iter()
         .filter_map(|(name, state)| match state {
             BindingState::Ready(resolved) => Some((name.clone(), resolved.clone())),
-            BindingState::NotReady { .. } | BindingState::Pending { .. } => None,
+            BindingState::NotReady { .. } | BindingState::Pending { .. } | BindingState::Stalled { .. } => None,
         })
         .collect()
 }

@@ -25,6 +25,8 @@ pub const REASON_ROLLING_OUT: &str = "RollingOut";
 pub const REASON_WAITING: &str = "WaitingForDependency";
 /// Reason when a Deployment exceeded its progress deadline.
 pub const REASON_DEADLINE: &str = "ProgressDeadlineExceeded";
+/// Reason while Azure bindings are being provisioned (all components ready).
+pub const REASON_PROVISIONING: &str = "Provisioning";
 /// Reason of the Paused condition.
 pub const REASON_PAUSED: &str = "Paused";
 
@@ -141,6 +143,10 @@ pub fn compute(obs: &Observation<'_>, now: &Time) -> SolutionStackStatus {
                     status.reason = Some(category.as_str().into());
                     status.message = Some(message.clone());
                 }
+                Some(BindingState::Stalled { reason, message }) => {
+                    status.reason = Some(reason.clone());
+                    status.message = Some(message.clone());
+                }
                 None => status.reason = Some("Unresolved".into()),
             }
             status
@@ -194,6 +200,14 @@ fn component_status(obs: &Observation<'_>, name: &str) -> ComponentStatus {
 /// Reason and message of the Reconciling or Stalled condition, when it is True.
 type Verdict = Option<(String, String)>;
 
+/// The first binding whose AzureResource is Stalled: (binding, reason, message).
+fn stalled_binding(obs: &Observation<'_>) -> Option<(String, String, String)> {
+    obs.bindings.iter().find_map(|(name, state)| match state {
+        BindingState::Stalled { reason, message } => Some((name.clone(), reason.clone(), message.clone())),
+        _ => None,
+    })
+}
+
 fn conditions(obs: &Observation<'_>, components: &[ComponentStatus], ready_count: usize) -> Vec<ConditionSpec> {
     let total = components.len();
     let not_ready: Vec<String> = components
@@ -204,8 +218,24 @@ fn conditions(obs: &Observation<'_>, components: &[ComponentStatus], ready_count
     let summary = format!("{ready_count}/{total} components ready");
     let detail = if not_ready.is_empty() { summary.clone() } else { format!("{summary}; {}", not_ready.join("; ")) };
 
-    // Order of precedence: a spec that needs a change, a failed rollout, a transient error,
-    // waiting, rolling out, ready.
+    let unready_azure: Vec<String> = obs
+        .stack
+        .spec
+        .bindings
+        .iter()
+        .filter(|b| b.secret_ref.is_none())
+        .filter_map(|b| match obs.bindings.get(&b.name) {
+            Some(BindingState::Ready(_)) => None,
+            Some(BindingState::Pending { message } | BindingState::NotReady { message, .. }) => {
+                Some(format!("{}: {message}", b.name))
+            }
+            Some(BindingState::Stalled { message, .. }) => Some(format!("{}: {message}", b.name)),
+            None => Some(format!("{}: not resolved", b.name)),
+        })
+        .collect();
+
+    // Order of precedence: a spec that needs a change, a failed rollout, a stalled binding, a
+    // transient error, waiting, rolling out, ready.
     let (ready, reconciling, stalled): (ConditionSpec, Verdict, Verdict) = if let Some(error) = obs.spec_error {
         let reason = error.category().as_str().to_owned();
         (ConditionSpec::new("Ready", false, reason.clone(), error.to_string()), None, Some((reason, error.to_string())))
@@ -216,12 +246,24 @@ fn conditions(obs: &Observation<'_>, components: &[ComponentStatus], ready_count
             None,
             Some((REASON_DEADLINE.into(), message)),
         )
+    } else if let Some((name, reason, message)) = stalled_binding(obs) {
+        // An AzureResource that needs a person makes every stack binding it need one too.
+        let message = format!("binding {name}: {message}");
+        (ConditionSpec::new("Ready", false, reason.clone(), message.clone()), None, Some((reason, message)))
     } else if let Some(error) = obs.transient_error {
         let reason = error.category().as_str().to_owned();
         let message = format!("retrying: {error}");
         (ConditionSpec::new("Ready", false, reason.clone(), message.clone()), Some((reason, message)), None)
-    } else if ready_count == total {
+    } else if ready_count == total && unready_azure.is_empty() {
         (ConditionSpec::new("Ready", true, REASON_AVAILABLE, summary), None, None)
+    } else if ready_count == total {
+        // An Azure binding counts toward Ready even when no component uses it yet.
+        let message = format!("{summary}; waiting for Azure bindings: {}", unready_azure.join("; "));
+        (
+            ConditionSpec::new("Ready", false, REASON_PROVISIONING, message.clone()),
+            Some((REASON_PROVISIONING.into(), message)),
+            None,
+        )
     } else {
         let waiting = components.iter().any(|c| c.state == ComponentState::Waiting);
         let missing = obs
@@ -318,6 +360,47 @@ mod tests {
             services: &services,
         };
         compute(&obs, &at(100))
+    }
+
+    #[test]
+    fn azure_bindings_count_toward_ready_and_stall_the_stack() {
+        let mut s = stack(&["a"]);
+        s.spec.bindings = serde_json::from_value(serde_json::json!([
+            {"name": "cache", "azure": {"kind": "RedisCache"}},
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let deployments = BTreeMap::from([("a".to_owned(), deployment(2, 2, 2, 2, 2))]);
+        let (plans, services) = (BTreeMap::new(), BTreeMap::new());
+        let with = |state: BindingState| {
+            let bindings = BTreeMap::from([("cache".to_owned(), state)]);
+            compute(
+                &Observation {
+                    stack: &s,
+                    spec_error: None,
+                    transient_error: None,
+                    bindings: &bindings,
+                    plans: &plans,
+                    deployments: &deployments,
+                    services: &services,
+                },
+                &at(100),
+            )
+        };
+        // Component a does not use the binding; the stack is still not Ready without it.
+        let pending =
+            with(BindingState::Pending { message: "AzureResource s-cache: provisioningState Creating".into() });
+        assert_eq!(cond(&pending, "Ready").status, "False");
+        assert_eq!(cond(&pending, "Reconciling").status, "True");
+        assert!(cond(&pending, "Ready").message.contains("s-cache"), "{:?}", cond(&pending, "Ready"));
+        let stalled = with(BindingState::Stalled {
+            reason: "AzureRejected".into(),
+            message: "AzureResource s-cache is Stalled: AzureRejected: PUT x: ARM 400 InvalidSku: no".into(),
+        });
+        let c = cond(&stalled, "Stalled");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "AzureRejected"));
+        assert!(c.message.contains("binding cache") && c.message.contains("InvalidSku"), "{c:?}");
+        assert_eq!(cond(&stalled, "Reconciling").status, "False");
+        assert_eq!(stalled.bindings[0].reason.as_deref(), Some("AzureRejected"));
     }
 
     #[test]

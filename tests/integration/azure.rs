@@ -698,19 +698,42 @@ async fn adopt_refuses_another_owner_generic_exports_and_groups_keep_foreign_res
         Some("city-portal.azurewebsites.net")
     );
 
-    // A resource group holding something citystack does not own is not deleted; the
-    // condition names what is inside; removing it lets the deletion finish.
+    // A resource group is deleted only when everything in it carries the group object's own
+    // owner tag: a hand-made resource, and a sibling AzureResource whose policy is Orphan
+    // (the Generic site), both block it; the Stalled condition names them; once they are gone
+    // the deletion finishes. The Delete-policy Redis siblings go first.
     let foreign =
         format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-adopt/providers/Microsoft.Web/sites/hand-made");
     sim.foreign_put(&foreign, json!({"location": "eastus", "properties": {}})).await;
-    api.delete("rg", &Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
-    wait_azr(&api, "rg", "deletion waits, naming the foreign resource", |o| {
-        condition(o, "Ready").is_some_and(|c| c.2.to_ascii_lowercase().contains("hand-made"))
+    for name in ["grab", "cache", "site"] {
+        api.delete(name, &Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    wait_until("the siblings are gone", DEADLINE, || async {
+        let mut left = 0;
+        for name in ["grab", "cache", "site"] {
+            left += usize::from(api.get_opt(name).await.ok()?.is_some());
+        }
+        (left == 0).then_some(())
     })
     .await;
+    api.delete("rg", &Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    let blocked = wait_azr(&api, "rg", "deletion blocked, naming the foreign resources", |o| {
+        condition(o, "Stalled").is_some_and(|c| {
+            let message = c.2.to_ascii_lowercase();
+            c.0 == "True"
+                && c.1 == "DeletionBlocked"
+                && message.contains("hand-made")
+                && message.contains("city-portal")
+        })
+    })
+    .await;
+    assert!(condition(&blocked, "Stalled").is_some_and(|c| c.2.contains("2 resource(s)")), "{blocked:?}");
     assert!(!sim.requests().await.iter().any(|(m, p)| m == "DELETE"
         && p.eq_ignore_ascii_case(&format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-adopt"))));
+    let site =
+        format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-adopt/providers/Microsoft.Web/sites/city-portal");
     sim.admin(reqwest::Method::DELETE, &format!("/_admin/resources?id={foreign}"), None).await;
+    sim.admin(reqwest::Method::DELETE, &format!("/_admin/resources?id={site}"), None).await;
     wait_until("the group's deletion completes", DEADLINE, || async {
         api.get_opt("rg").await.ok()?.is_none().then_some(())
     })
