@@ -1,16 +1,184 @@
-//! Plumbing both controllers share: the kstatus condition triple computed from one verdict,
-//! the Event a Ready change emits, and the clock.
+//! Plumbing both controllers share: the writer (client, leader gate, metrics), the reconcile
+//! wrapper (span, metrics, backoff, not-leader), the error policy's delay, the status write
+//! with its Event on a Ready change, the kstatus condition triple computed from one verdict,
+//! the cache's stripping of managedFields, and the clock.
 //!
 //! kstatus (sigs.k8s.io/cli-utils, "kstatus") reads `Ready`, `Reconciling` and `Stalled`: an
 //! object is Current when Ready is True and neither Reconciling nor Stalled is; InProgress while
 //! Reconciling is True; Failed while Stalled is True. One [`Verdict`] gives all three, so they
 //! can never disagree.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::runtime::events::{Event, EventType};
+use std::fmt::Debug;
+use std::future::Future;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
 
-use crate::api::ConditionSpec;
-use crate::error::bounded;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{Instrument, info_span, warn};
+
+use crate::api::{AzureResource, AzureResourceStatus, ConditionSpec, SolutionStack, SolutionStackStatus};
+use crate::backoff::Backoff;
+use crate::error::{Error, Result, bounded};
+use crate::leader::{LeaderGate, NOT_LEADER_RETRY};
+use crate::naming::FIELD_MANAGER;
+use crate::telemetry::Metrics;
+
+/// What every write needs: the client, the leader gate and the metrics.
+#[derive(Clone)]
+pub struct Writer {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Only the leader writes.
+    pub gate: LeaderGate,
+    /// Apply outcomes are counted here.
+    pub metrics: Metrics,
+}
+
+impl Writer {
+    /// Errors: `NotLeader` when this instance must not write now.
+    pub fn may_write(&self) -> Result<()> {
+        if self.gate.is_leader() { Ok(()) } else { Err(Error::NotLeader) }
+    }
+}
+
+/// A custom resource with a kstatus status: what [`write_status`] needs to know.
+pub trait WithStatus:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned + Serialize
+{
+    /// The status type.
+    type Status: Serialize + PartialEq;
+    /// The recorded status.
+    fn status(&self) -> Option<&Self::Status>;
+    /// The conditions of a status.
+    fn conditions(status: &Self::Status) -> &[Condition];
+}
+
+impl WithStatus for SolutionStack {
+    type Status = SolutionStackStatus;
+    fn status(&self) -> Option<&SolutionStackStatus> {
+        self.status.as_ref()
+    }
+    fn conditions(status: &SolutionStackStatus) -> &[Condition] {
+        &status.conditions
+    }
+}
+
+impl WithStatus for AzureResource {
+    type Status = AzureResourceStatus;
+    fn status(&self) -> Option<&AzureResourceStatus> {
+        self.status.as_ref()
+    }
+    fn conditions(status: &AzureResourceStatus) -> &[Condition] {
+        &status.conditions
+    }
+}
+
+/// Runs one reconcile of `object` inside a span, counting it in the metrics: a success resets
+/// the object's backoff; a refusal as not-leader is re-queued after [`NOT_LEADER_RETRY`]
+/// (never dropped).
+pub async fn reconcile<K, F>(
+    controller: &'static str,
+    object: &K,
+    metrics: &Metrics,
+    backoff: &Backoff<ObjectRef<K>>,
+    work: F,
+) -> Result<Action>
+where
+    K: Resource<DynamicType = ()>,
+    ObjectRef<K>: Hash + Eq,
+    F: Future<Output = Result<Action>>,
+{
+    let span = info_span!(
+        "reconcile",
+        controller,
+        object.namespace = object.namespace().unwrap_or_default(),
+        object.name = object.name_any(),
+        generation = object.meta().generation.unwrap_or(0)
+    );
+    async move {
+        let started = Instant::now();
+        metrics.reconcile_started(controller);
+        let result = match work.await {
+            Err(Error::NotLeader) => Ok(Action::requeue(NOT_LEADER_RETRY)),
+            other => other,
+        };
+        metrics.reconcile_finished(controller, started.elapsed());
+        if result.is_ok() {
+            backoff.succeeded(&ObjectRef::from_obj(object));
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// The error policy's delay for a failed reconcile of `object`: its exponential backoff, or
+/// the error's `Retry-After` when that is longer (a throttled subscription is never called
+/// early). Counts the failure and logs it (category and message; never a secret value).
+pub fn retry_delay<K>(
+    controller: &'static str,
+    object: &K,
+    error: &Error,
+    metrics: &Metrics,
+    backoff: &Backoff<ObjectRef<K>>,
+) -> Duration
+where
+    K: Resource<DynamicType = ()>,
+    ObjectRef<K>: Hash + Eq,
+{
+    let category = error.category();
+    metrics.reconcile_failed(controller, category);
+    let delay = backoff.failed(ObjectRef::from_obj(object)).max(error.retry_after().unwrap_or_default());
+    warn!(controller, object.namespace = object.namespace().unwrap_or_default(), object.name = object.name_any(), %category, %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
+    delay
+}
+
+/// Writes `status` with server-side apply under the field manager, only when it differs from
+/// the recorded one, then publishes one Event if the Ready reason changed (Normal for Ready and
+/// for `normal_reasons`, Warning otherwise).
+///
+/// Errors: `NotLeader`; the status patch fails.
+pub async fn write_status<K: WithStatus>(
+    writer: &Writer,
+    recorder: &Recorder,
+    object: &K,
+    status: &K::Status,
+    normal_reasons: &[&str],
+) -> Result<()> {
+    if object.status() == Some(status) {
+        return Ok(());
+    }
+    writer.may_write()?;
+    let api: Api<K> = Api::namespaced(writer.client.clone(), &object.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|e| Error::kube(format!("write {} status", K::kind(&())), e))?;
+    let previous = object.status().map(K::conditions).unwrap_or_default();
+    if let Some(event) = ready_change_event(previous, K::conditions(status), normal_reasons) {
+        publish(recorder, object, event).await;
+    }
+    Ok(())
+}
+
+/// Publishes an Event about `object`; a failure is logged, not fatal.
+pub async fn publish<K: Resource<DynamicType = ()>>(recorder: &Recorder, object: &K, event: Event) {
+    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
+        warn!(%error, "publishing an Event failed");
+    }
+}
+
+/// Drops what reconciles never read from cached objects (managedFields).
+pub fn strip<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+}
 
 /// Reason of `Stalled=False`.
 pub const NOT_STALLED: &str = "NotStalled";

@@ -15,7 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, warn};
 
 use crate::api::{AzureResource, AzureResourceStatus, DeletionPolicy};
 use crate::azure::credential::Credentials;
@@ -27,7 +27,7 @@ use crate::azure::{act, hold, observe, secret};
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::leader::LeaderGate;
-use crate::naming::{self, FIELD_MANAGER};
+use crate::naming;
 use crate::reconciler::{self, Verdict};
 use crate::stack::apply::Writer;
 use crate::telemetry::{Health, Metrics};
@@ -88,7 +88,7 @@ pub async fn run(
     let mut synced = Some(health);
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|o: &mut AzureResource| o.managed_fields_mut().clear())
+        .modify(reconciler::strip)
         .reflect(writer)
         .inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone))
@@ -121,38 +121,18 @@ pub async fn run(
 }
 
 async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Action> {
-    let span = info_span!(
-        "reconcile",
-        controller = CONTROLLER,
-        object.namespace = object.namespace().unwrap_or_default(),
-        object.name = object.name_any()
-    );
-    async move {
-        let started = std::time::Instant::now();
-        ctx.writer.metrics.reconcile_started(CONTROLLER);
-        let result = match reconcile_inner(&object, &ctx).await {
-            // Refused as not-leader: re-queued, never dropped (a promotion re-queues all anyway).
-            Err(Error::NotLeader) => Ok(Action::requeue(crate::leader::NOT_LEADER_RETRY)),
-            other => other,
-        };
-        ctx.writer.metrics.reconcile_finished(CONTROLLER, started.elapsed());
-        if result.is_ok() {
-            ctx.backoff.succeeded(&ObjectRef::from_obj(object.as_ref()));
-        }
-        result
-    }
-    .instrument(span)
+    reconciler::reconcile(
+        CONTROLLER,
+        object.as_ref(),
+        &ctx.writer.metrics,
+        &ctx.backoff,
+        reconcile_inner(&object, &ctx),
+    )
     .await
 }
 
 fn error_policy(object: Arc<AzureResource>, error: &Error, ctx: Arc<Context>) -> Action {
-    let category = error.category();
-    ctx.writer.metrics.reconcile_failed(CONTROLLER, category);
-    let backoff = ctx.backoff.failed(ObjectRef::from_obj(object.as_ref()));
-    // Retry-After wins when it asks for longer: never call a throttled subscription early.
-    let delay = backoff.max(error.retry_after().unwrap_or_default());
-    warn!(object.namespace = object.namespace().unwrap_or_default(), object.name = object.name_any(), %category, %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
+    Action::requeue(reconciler::retry_delay(CONTROLLER, object.as_ref(), error, &ctx.writer.metrics, &ctx.backoff))
 }
 
 async fn reconcile_inner(object: &AzureResource, ctx: &Context) -> Result<Action> {
@@ -175,6 +155,17 @@ async fn reconcile_inner(object: &AzureResource, ctx: &Context) -> Result<Action
         Ok((outcome, dropped)) => (Ok(outcome), dropped),
         Err(error) => (Err(error), None),
     };
+    if let Some(why) = &dropped {
+        let note = Some(crate::error::bounded(why, 1024));
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "OperationDropped".into(),
+            note,
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        publish(object, ctx, event).await;
+    }
     report(object, ctx, Some(&target), outcome, dropped).await
 }
 
@@ -235,29 +226,12 @@ async fn report(
 }
 
 async fn write_status(object: &AzureResource, ctx: &Context, status: AzureResourceStatus) -> Result<()> {
-    if object.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    ctx.writer.may_write()?;
-    let api: Api<AzureResource> = Api::namespaced(ctx.writer.client.clone(), &object.namespace().unwrap_or_default());
-    let patch =
-        json!({"apiVersion": AzureResource::api_version(&()), "kind": AzureResource::kind(&()), "status": status});
-    api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+    reconciler::write_status(&ctx.writer, &ctx.recorder, object, &status, &[status::PROVISIONING, status::DELETING])
         .await
-        .map_err(|e| Error::kube("write AzureResource status", e))?;
-    let previous = object.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    if let Some(event) =
-        reconciler::ready_change_event(previous, &status.conditions, &[status::PROVISIONING, status::DELETING])
-    {
-        publish(object, ctx, event).await;
-    }
-    Ok(())
 }
 
 async fn publish(object: &AzureResource, ctx: &Context, event: Event) {
-    if let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
-        warn!(%error, "publishing an Event failed");
-    }
+    reconciler::publish(&ctx.recorder, object, event).await;
 }
 
 async fn ensure_finalizer(object: &AzureResource, ctx: &Context, wanted: bool) -> Result<()> {

@@ -4,7 +4,8 @@
 //! ARM RPC, "Asynchronous operations": an `Azure-AsyncOperation` URL answers 200 with
 //! `{status, error}` (Succeeded, Failed and Canceled are terminal; anything else runs); a
 //! `Location` URL answers 202 while the operation runs and the final answer (200/201/204)
-//! once it is done; either may answer 404 once ARM forgets the operation.
+//! once it is done (an error status there is the operation's failure); either may answer 404
+//! once ARM forgets the operation.
 
 use std::time::Duration;
 
@@ -65,6 +66,13 @@ pub async fn observe(
         Some(url) => match target.arm.operation(&target.subscription, url).await {
             Ok(answer) => classify(answer.status, &answer.body, answer.retry_after),
             Err(ArmError::Api { status: 404, .. }) => Operation::Gone,
+            // A `Location` poll answers with the operation's final status: an error status
+            // there is the operation's failure, not a failed poll.
+            Err(ArmError::Api { status, code, message }) if !matches!(status, 408 | 409) => Operation::Ended {
+                state: "Failed".into(),
+                code: if code.is_empty() { format!("HTTP{status}") } else { code },
+                message,
+            },
             Err(error) => return Err(Error::arm("follow the ARM operation", error)),
         },
     };

@@ -9,35 +9,17 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{AzureResource, SolutionStack};
 use crate::error::{Error, Result};
-use crate::leader::LeaderGate;
 use crate::naming::{FIELD_MANAGER, label};
 use crate::stack::drift;
 use crate::stack::render::{ChildKind, DesiredChild};
-use crate::telemetry::Metrics;
 
-/// What every write needs: the client, the leader gate and the metrics.
-#[derive(Clone)]
-pub struct Writer {
-    /// The Kubernetes client.
-    pub client: Client,
-    /// Only the leader writes.
-    pub gate: LeaderGate,
-    /// Apply outcomes are counted here.
-    pub metrics: Metrics,
-}
-
-impl Writer {
-    /// Errors: `NotLeader` when this instance must not write now.
-    pub fn may_write(&self) -> Result<()> {
-        if self.gate.is_leader() { Ok(()) } else { Err(Error::NotLeader) }
-    }
-}
+pub use crate::reconciler::Writer;
 
 /// A write the operator made to a child, reported as an Event on the stack.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,13 +9,13 @@ pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -23,13 +23,14 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{AzureResource, SolutionStack, SolutionStackStatus};
 use crate::backoff::Backoff;
 use crate::error::{Error, Result, bounded};
 use crate::leader::LeaderGate;
-use crate::naming::{self, FIELD_MANAGER};
+use crate::naming;
+use crate::reconciler;
 use crate::telemetry::{Health, Metrics};
 use render::ChildKind;
 use resolve::{BindingState, SecretResolver};
@@ -102,14 +103,14 @@ pub async fn run(
     let (deploy_store, deploy_writer) = reflector::store();
     let deploy_stream = watcher(deployments, owned.clone())
         .default_backoff()
-        .modify(strip)
+        .modify(reconciler::strip)
         .reflect(deploy_writer)
         .inspect(sync.observer(0))
         .touched_objects();
     let (service_store, service_writer) = reflector::store();
     let service_stream = watcher(services, owned)
         .default_backoff()
-        .modify(strip)
+        .modify(reconciler::strip)
         .reflect(service_writer)
         .inspect(sync.observer(1))
         .touched_objects();
@@ -121,7 +122,7 @@ pub async fn run(
     let (azure_store, azure_writer) = reflector::store();
     let azure_stream = watcher(azure_api, watcher::Config::default())
         .default_backoff()
-        .modify(strip)
+        .modify(reconciler::strip)
         .reflect(azure_writer)
         .inspect(sync.observer(4))
         .touched_objects();
@@ -129,14 +130,14 @@ pub async fn run(
     let (secret_store, secret_writer) = reflector::store();
     let secret_stream = watcher(secrets, watcher::Config::default())
         .default_backoff()
-        .modify(strip)
+        .modify(reconciler::strip)
         .reflect(secret_writer)
         .inspect(sync.observer(2))
         .touched_objects();
     let (stack_store, stack_writer) = reflector::store();
     let stack_stream = watcher(stacks, watcher::Config::default())
         .default_backoff()
-        .modify(strip)
+        .modify(reconciler::strip)
         .reflect(stack_writer)
         .inspect(sync.observer(3))
         .applied_objects();
@@ -230,10 +231,6 @@ fn stacks_using(stacks: &Store<SolutionStack>, resource: &AzureResource) -> Vec<
         .collect()
 }
 
-fn strip<K: Resource>(object: &mut K) {
-    object.managed_fields_mut().clear();
-}
-
 /// The stacks in the Secret's namespace that bind it by name.
 fn stacks_binding(stacks: &Store<SolutionStack>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<SolutionStack>> {
     let (namespace, name) = (secret.namespace(), secret.name_any());
@@ -252,29 +249,8 @@ fn stacks_binding(stacks: &Store<SolutionStack>, secret: &PartialObjectMeta<Secr
 }
 
 async fn reconcile(stack: Arc<SolutionStack>, ctx: Arc<Context>) -> Result<Action> {
-    let span = info_span!(
-        "reconcile",
-        object.namespace = stack.namespace().unwrap_or_default(),
-        object.name = stack.name_any(),
-        generation = stack.metadata.generation.unwrap_or(0)
-    );
-    async move {
-        let started = Instant::now();
-        ctx.writer.metrics.reconcile_started(CONTROLLER);
-        let result = match reconcile_inner(&stack, &ctx).await {
-            // A follower (or a leader whose renewal is late) stops here and looks again later; the
-            // leader reconciles every stack when it takes over.
-            Err(Error::NotLeader) => Ok(Action::requeue(crate::leader::NOT_LEADER_RETRY)),
-            other => other,
-        };
-        ctx.writer.metrics.reconcile_finished(CONTROLLER, started.elapsed());
-        if result.is_ok() {
-            ctx.backoff.succeeded(&ObjectRef::from_obj(stack.as_ref()));
-        }
-        result
-    }
-    .instrument(span)
-    .await
+    reconciler::reconcile(CONTROLLER, stack.as_ref(), &ctx.writer.metrics, &ctx.backoff, reconcile_inner(&stack, &ctx))
+        .await
 }
 
 async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action> {
@@ -472,32 +448,8 @@ async fn apply_component<'a>(
 }
 
 async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStackStatus) -> Result<()> {
-    if stack.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let previous_reason =
-        stack.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).map(|c| c.reason.clone());
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").cloned();
-    ctx.writer.may_write()?;
-    let api: Api<SolutionStack> = Api::namespaced(ctx.writer.client.clone(), &stack.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": SolutionStack::api_version(&()),
-        "kind": SolutionStack::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&stack.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|e| Error::kube("write SolutionStack status", e))?;
     // One Event per change of the Ready reason, so a waiting or failing stack does not spam.
-    if let Some(ready) = ready.filter(|r| Some(&r.reason) != previous_reason.as_ref()) {
-        let type_ = if ready.status == "True" || ready.reason == status::REASON_ROLLING_OUT {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        publish(ctx, stack, type_, &ready.reason, ready.message.clone()).await;
-    }
-    Ok(())
+    reconciler::write_status(&ctx.writer, &ctx.recorder, stack, &status, &[status::REASON_ROLLING_OUT]).await
 }
 
 /// Publishes an Event on the stack. Failing to publish is logged, not fatal.
@@ -509,16 +461,11 @@ async fn publish(ctx: &Context, stack: &SolutionStack, type_: EventType, reason:
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &stack.object_ref(&())).await {
-        warn!(%error, "publishing an Event failed");
-    }
+    reconciler::publish(&ctx.recorder, stack, event).await;
 }
 
 fn error_policy(stack: Arc<SolutionStack>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.writer.metrics.reconcile_failed(CONTROLLER, error.category());
-    // Per-object exponential backoff with jitter: 1 s doubling to 5 min.
-    let delay = ctx.backoff.failed(ObjectRef::from_obj(stack.as_ref()));
-    warn!(object.namespace = stack.namespace().unwrap_or_default(), object.name = stack.name_any(), category = %error.category(), %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
+    let delay = reconciler::retry_delay(CONTROLLER, stack.as_ref(), error, &ctx.writer.metrics, &ctx.backoff);
     let (ctx2, stack2, reason, note) = (ctx.clone(), stack.clone(), error.category().as_str(), error.to_string());
     tokio::spawn(async move { publish(&ctx2, &stack2, EventType::Warning, reason, note).await });
     Action::requeue(delay)

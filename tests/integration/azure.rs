@@ -85,9 +85,8 @@ impl Sim {
         serde_json::from_slice(&bytes).unwrap_or(Value::Null)
     }
 
-    /// PUTs `body` at `path` as someone else would (not citystack): a bearer token from the
-    /// simulator's token endpoint, no ownership tag.
-    pub async fn foreign_put(&self, path: &str, body: Value) {
+    /// A bearer token for the simulator's test client, as someone other than citystack gets one.
+    async fn token(&self) -> String {
         let form = format!(
             "grant_type=client_credentials&client_id={CLIENT_ID}&client_secret=not-a-secret&scope=https%3A%2F%2Fmanagement.azure.com%2F.default"
         );
@@ -100,17 +99,34 @@ impl Sim {
             .await
             .unwrap_or_else(|e| panic!("token: {e}"));
         let token: Value = serde_json::from_slice(&token.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
-        let bearer = token.get("access_token").and_then(Value::as_str).unwrap_or_default().to_owned();
+        token.get("access_token").and_then(Value::as_str).unwrap_or_default().to_owned()
+    }
+
+    /// PUTs `body` at `path` as someone else would (not citystack): a bearer token from the
+    /// simulator's token endpoint, no ownership tag.
+    pub async fn foreign_put(&self, path: &str, body: Value) {
         let response = self
             .http
             .put(format!("{}{path}?api-version=2024-04-01", self.server.endpoint))
-            .bearer_auth(bearer)
+            .bearer_auth(self.token().await)
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()
             .await
             .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
         assert!(response.status().is_success(), "PUT {path}: {}", response.status());
+    }
+
+    /// GETs `path` through ARM as someone else would (Null on any error).
+    pub async fn foreign_get(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path}?api-version=2024-04-01", self.server.endpoint))
+            .bearer_auth(self.token().await)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or(Value::Null)
     }
 
     /// The request log: (method, path) of every ARM request since the last reset.
@@ -142,7 +158,7 @@ pub async fn credential_secret(client: &Client, ns: &str) {
 
 /// A test namespace with the default credential Secret, a fresh simulator whose operations
 /// take `operation`, and an operator for the namespace pointed at it (`resync` seconds).
-async fn setup(prefix: &str, operation: Duration, resync: u64) -> (Client, String, Sim, Operator) {
+pub async fn setup(prefix: &str, operation: Duration, resync: u64) -> (Client, String, Sim, Operator) {
     let client = harness::client().await;
     let ns = harness::namespace(&client, prefix, json!({})).await;
     credential_secret(&client, &ns).await;
@@ -154,7 +170,7 @@ async fn setup(prefix: &str, operation: Duration, resync: u64) -> (Client, Strin
 }
 
 /// `base` with the keys of `extra` added (a spec from shared fields plus the kind's own).
-fn merged(base: &Value, extra: Value) -> Value {
+pub fn merged(base: &Value, extra: Value) -> Value {
     let mut spec = base.clone();
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
         s.extend(e.clone());
@@ -162,7 +178,7 @@ fn merged(base: &Value, extra: Value) -> Value {
     spec
 }
 
-fn azr(name: &str, spec: Value) -> AzureResource {
+pub fn azr(name: &str, spec: Value) -> AzureResource {
     serde_json::from_value(json!({"apiVersion": "citystack.io/v1alpha1", "kind": "AzureResource", "metadata": {"name": name}, "spec": spec}))
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
@@ -190,7 +206,7 @@ pub async fn wait_azr_ready(api: &Api<AzureResource>, name: &str) -> AzureResour
     found.unwrap_or_else(|_| panic!("AzureResource {name} not Ready; last status: {last:#?}"))
 }
 
-async fn binding_data(client: &Client, ns: &str, azr: &AzureResource) -> BTreeMap<String, String> {
+pub async fn binding_data(client: &Client, ns: &str, azr: &AzureResource) -> BTreeMap<String, String> {
     let name = azr
         .status
         .as_ref()
@@ -392,7 +408,7 @@ fn summary(requests: &[(String, String)]) -> String {
     counts.iter().map(|(m, n)| format!("{m} {n}")).collect::<Vec<_>>().join(", ")
 }
 
-fn condition(o: &AzureResource, type_: &str) -> Option<(String, String, String)> {
+pub fn condition(o: &AzureResource, type_: &str) -> Option<(String, String, String)> {
     o.status
         .as_ref()?
         .conditions
@@ -402,7 +418,7 @@ fn condition(o: &AzureResource, type_: &str) -> Option<(String, String, String)>
 }
 
 /// Waits until `check` holds for the AzureResource at its current generation.
-async fn wait_azr(
+pub async fn wait_azr(
     api: &Api<AzureResource>,
     name: &str,
     what: &str,

@@ -5,6 +5,7 @@ mod harness;
 
 mod admission;
 mod azure;
+mod azure_safety;
 mod bindings;
 mod dependencies;
 mod gitops_health;

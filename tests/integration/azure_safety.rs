@@ -1,0 +1,281 @@
+//! The Azure side's safety rules (issue 9 §2), each against the real control plane and the ARM
+//! simulator: adopted resources are never overwritten, failed and rejected requests are not
+//! repeated until the spec changes, an operation URL outside the ARM endpoint is never called,
+//! one principal's throttling does not hold back another, stacks report their Azure bindings'
+//! Stalled state, and deleting a namespace cleans Azure up before its credential goes.
+
+use std::time::Duration;
+
+use citystack::api::{AzureResource, SolutionStack};
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use crate::azure::{SUBSCRIPTION, Sim, azr, condition, credential_secret, merged, setup, wait_azr, wait_azr_ready};
+use crate::harness::{self, DEADLINE, Operator, wait_until};
+
+fn group(name: &str) -> String {
+    format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{name}")
+}
+
+/// How many logged requests have `method` and a path ending in `suffix` (case-insensitive).
+async fn count(sim: &Sim, method: &str, suffix: &str) -> usize {
+    let suffix = suffix.to_ascii_lowercase();
+    sim.requests().await.iter().filter(|(m, p)| m == method && p.to_ascii_lowercase().ends_with(&suffix)).count()
+}
+
+async fn events(client: &Client, ns: &str, reason: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = events.list(&ListParams::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).filter_map(|e| e.message).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_never_overwrites_and_defaults_to_orphan() {
+    let (client, ns, sim, _operator) = setup("adoptsafe", Duration::from_millis(300), 300).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+    harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-adoptsafe", "location": "eastus"})))
+        .await;
+    wait_azr_ready(&api, "rg").await;
+    // Someone else's Premium cache with its own settings and tags.
+    let id = format!("{}/providers/Microsoft.Cache/redis/legacy-cache", group("rg-adoptsafe"));
+    let theirs = json!({"location": "eastus", "tags": {"team": "city"},
+        "properties": {"sku": {"name": "Premium", "family": "P", "capacity": 1}, "enableNonSslPort": true}});
+    sim.foreign_put(&id, theirs).await;
+    let spec = json!({"kind": "RedisCache", "mode": "Adopt", "name": "legacy-cache", "resourceGroup": "rg-adoptsafe",
+        "location": "westeurope", "tags": {"stack": "tourism"}});
+    harness::apply(&api, &azr("legacy", spec)).await;
+    let adopted = wait_azr_ready(&api, "legacy").await;
+    assert_eq!(adopted.status.as_ref().and_then(|s| s.deletion_policy), Some(citystack::api::DeletionPolicy::Orphan));
+    assert!(adopted.metadata.finalizers.clone().unwrap_or_default().is_empty(), "an adopted resource is orphaned");
+    assert_eq!(count(&sim, "PUT", &id).await, 1, "only the owner's PUT: adopting never PUTs");
+    assert!(count(&sim, "PATCH", &id).await >= 1, "the owner tag and spec tags go in a PATCH");
+    let body = sim.foreign_get(&id).await;
+    assert_eq!(body.pointer("/properties/sku/name"), Some(&json!("Premium")), "{body}");
+    assert_eq!(body.pointer("/properties/enableNonSslPort"), Some(&json!(true)), "{body}");
+    assert_eq!(body.get("location"), Some(&json!("eastus")), "the spec's location is not written: {body}");
+    assert_eq!(body.pointer("/tags/team"), Some(&json!("city")), "{body}");
+    assert_eq!(body.pointer("/tags/stack"), Some(&json!("tourism")), "{body}");
+
+    // A name, resource group or subscription cannot change once set: a rename would point the
+    // object at another resource.
+    let renamed = Patch::Merge(json!({"spec": {"name": "another-cache"}}));
+    let refused = api.patch("legacy", &PatchParams::default(), &renamed).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("spec.name cannot be set, changed or removed"), "{message}");
+    let moved = Patch::Merge(json!({"spec": {"resourceGroup": "rg-other"}}));
+    let message = api.patch("legacy", &PatchParams::default(), &moved).await.err().map(|e| e.to_string());
+    assert!(message.unwrap_or_default().contains("spec.resourceGroup cannot"));
+
+    // Deleting the object leaves the adopted cache in Azure.
+    api.delete("legacy", &Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    wait_until("legacy gone", DEADLINE, || async { api.get_opt("legacy").await.ok()?.is_none().then_some(()) }).await;
+    assert_eq!(count(&sim, "DELETE", &id).await, 0, "Orphan never deletes");
+    harness::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_rejected_requests_wait_for_a_spec_change() {
+    let (client, ns, sim, operator) = setup("permanent", Duration::from_millis(300), 2).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+    harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-permanent", "location": "eastus"})))
+        .await;
+    wait_azr_ready(&api, "rg").await;
+    let base = json!({"resourceGroup": "rg-permanent", "location": "eastus"});
+
+    // A PUT that ARM rejects (400): Stalled with the ARM code, and not sent again while the
+    // spec stays the same, across many resyncs.
+    let fault = json!({"method": "PUT", "pathContains": "redis/rejected-cache", "status": 400, "code": "InvalidSkuForRegion", "count": 100});
+    sim.admin(reqwest::Method::POST, "/_admin/faults", Some(fault)).await;
+    harness::apply(&api, &azr("rejected", merged(&base, json!({"kind": "RedisCache", "name": "rejected-cache"}))))
+        .await;
+    let stalled = wait_azr(&api, "rejected", "Stalled AzureRejected", |o| {
+        condition(o, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == "AzureRejected")
+    })
+    .await;
+    assert!(condition(&stalled, "Stalled").is_some_and(|c| c.2.contains("InvalidSkuForRegion")), "{stalled:?}");
+    let reconciles = operator.reconciles().await;
+    wait_until("several resyncs", DEADLINE, || async {
+        (operator.reconciles().await >= reconciles + 6.0).then_some(())
+    })
+    .await;
+    assert_eq!(count(&sim, "PUT", "redis/rejected-cache").await, 1, "a rejected PUT is not repeated unchanged");
+
+    // A long-running operation that ends Failed: dropped (never polled again), Stalled; a spec
+    // change sends a fresh PUT that succeeds.
+    let fault = json!({"method": "PUT", "pathContains": "redis/failing-cache", "operation": "Failed", "code": "QuotaExceeded", "count": 1});
+    sim.admin(reqwest::Method::POST, "/_admin/faults", Some(fault)).await;
+    harness::apply(&api, &azr("failing", merged(&base, json!({"kind": "RedisCache", "name": "failing-cache"})))).await;
+    let failed = wait_azr(&api, "failing", "Stalled AzureOperationFailed", |o| {
+        condition(o, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == "AzureOperationFailed")
+    })
+    .await;
+    assert!(failed.status.as_ref().is_some_and(|s| s.operation.is_none()), "the failed operation is dropped");
+    let puts = count(&sim, "PUT", "redis/failing-cache").await;
+    let reconciles = operator.reconciles().await;
+    wait_until("more resyncs", DEADLINE, || async { (operator.reconciles().await >= reconciles + 6.0).then_some(()) })
+        .await;
+    assert_eq!(count(&sim, "PUT", "redis/failing-cache").await, puts, "no PUT until the spec changes");
+    let fixed = merged(&base, json!({"kind": "RedisCache", "name": "failing-cache", "tags": {"retry": "1"}}));
+    harness::apply(&api, &azr("failing", fixed)).await;
+    wait_azr_ready(&api, "failing").await;
+    assert!(count(&sim, "PUT", "redis/failing-cache").await > puts, "the spec change sent a fresh PUT");
+    harness::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_url_outside_the_endpoint_is_dropped_unfollowed() {
+    let (client, ns, _sim, _operator) = setup("opurl", Duration::from_millis(300), 300).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+    harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-opurl", "location": "eastus"}))).await;
+    wait_azr_ready(&api, "rg").await;
+    // Someone with status access points the operation at another host: the operator must not
+    // send its bearer token there; it drops the URL, says so, and reads the resource afresh.
+    let status = Patch::Merge(json!({"status": {"operation": "https://collector.example:443/steal?x=1"}}));
+    api.patch_status("rg", &PatchParams::default(), &status).await.unwrap_or_else(|e| panic!("{e}"));
+    wait_until("OperationDropped Event", DEADLINE, || async {
+        let found = events(&client, &ns, "OperationDropped").await;
+        found
+            .iter()
+            .any(|m| m.contains("collector.example") && m.contains("outside the configured ARM endpoint"))
+            .then_some(())
+    })
+    .await;
+    let rg =
+        wait_azr(&api, "rg", "operation cleared", |o| o.status.as_ref().is_some_and(|s| s.operation.is_none())).await;
+    assert!(condition(&rg, "Ready").is_some_and(|c| c.0 == "True"), "{rg:?}");
+    harness::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principals_throttling_does_not_pause_another() {
+    let client = harness::client().await;
+    let sim = Sim::start(Duration::from_millis(300)).await;
+    let other_client = "0b7a3c9e-1d2f-4a5b-8c6d-7e8f9a0b1c2d";
+    sim.admin(
+        reqwest::Method::POST,
+        "/_admin/clients",
+        Some(json!({"tenant": "*", "clientId": other_client, "clientSecret": "other-secret"})),
+    )
+    .await;
+    let a = harness::namespace(&client, "tenanta", json!({})).await;
+    let b = harness::namespace(&client, "tenantb", json!({})).await;
+    credential_secret(&client, &a).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "citystack-azure"},
+        "stringData": {"AZURE_TENANT_ID": crate::azure::TENANT, "AZURE_CLIENT_ID": other_client,
+                       "AZURE_CLIENT_SECRET": "other-secret", "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION}
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    harness::apply(&Api::<Secret>::namespaced(client.clone(), &b), &secret).await;
+    // One operator process for both namespaces, as in a cluster: the budget and the pause are
+    // shared state inside it.
+    let flags = sim.flags();
+    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    // The harness passes `--namespaces <a>`; this adds b.
+    flags.extend(["--namespaces", b.as_str()]);
+    let _operator = Operator::start_with(&a, 300, &flags).await;
+    let in_a: Api<AzureResource> = Api::namespaced(client.clone(), &a);
+    let in_b: Api<AzureResource> = Api::namespaced(client.clone(), &b);
+    // Tenant A's first call is throttled for ten minutes.
+    let fault = json!({"method": "GET", "pathContains": "rg-tenant-a", "status": 429, "retryAfter": 600, "count": 1});
+    sim.admin(reqwest::Method::POST, "/_admin/faults", Some(fault)).await;
+    harness::apply(&in_a, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-tenant-a", "location": "eastus"})))
+        .await;
+    wait_azr(&in_a, "rg", "throttled", |o| condition(o, "Ready").is_some_and(|c| c.1 == "AzureThrottled")).await;
+    // Same subscription, another principal: not held back.
+    harness::apply(&in_b, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-tenant-b", "location": "eastus"})))
+        .await;
+    wait_azr_ready(&in_b, "rg").await;
+    let rg_a = in_a.get("rg").await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(condition(&rg_a, "Ready").is_some_and(|c| c.1 == "AzureThrottled"), "A still waits: {rg_a:?}");
+    harness::delete_namespace(&client, &a).await;
+    harness::delete_namespace(&client, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_azure_binding_stalls_its_stack() {
+    let (client, ns, sim, _operator) = setup("stackstall", Duration::from_millis(300), 300).await;
+    let fault = json!({"method": "PUT", "pathContains": "Microsoft.Cache/redis/", "status": 400, "code": "InvalidSkuForRegion", "count": 100});
+    sim.admin(reqwest::Method::POST, "/_admin/faults", Some(fault)).await;
+    let stacks: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
+    let stack = harness::stack(
+        r#"
+apiVersion: citystack.io/v1alpha1
+kind: SolutionStack
+metadata: {name: portal}
+spec:
+  azure: {resourceGroup: rg-stackstall, location: eastus}
+  components:
+    - {name: web, image: registry.example/web:1, replicas: 1}
+  bindings:
+    - {name: group, azure: {kind: ResourceGroup, name: rg-stackstall}}
+    - {name: cache, azure: {kind: RedisCache}}
+"#,
+    );
+    harness::apply(&stacks, &stack).await;
+    // No component uses the cache, yet the stack is not Ready without it, and its Stalled
+    // state names the binding and the ARM code.
+    let stalled = harness::wait_stack(&stacks, "portal", "Stalled by its cache binding", |s| {
+        harness::condition(s, "Stalled").is_some_and(|c| {
+            c.status == "True"
+                && c.reason == "AzureRejected"
+                && c.message.contains("binding cache")
+                && c.message.contains("InvalidSkuForRegion")
+        })
+    })
+    .await;
+    assert!(harness::condition(&stalled, "Ready").is_some_and(|c| c.status == "False"));
+    harness::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_cleans_azure_before_the_credential_goes() {
+    let (client, ns, sim, _operator) = setup("nsdelete", Duration::from_millis(300), 300).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+    harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-nsdelete", "location": "eastus"})))
+        .await;
+    wait_azr_ready(&api, "rg").await;
+    let spec =
+        json!({"kind": "RedisCache", "name": "nsdelete-cache", "resourceGroup": "rg-nsdelete", "location": "eastus"});
+    harness::apply(&api, &azr("cache", spec)).await;
+    wait_azr_ready(&api, "cache").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let held = secrets.get("citystack-azure").await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        held.metadata.finalizers.unwrap_or_default().iter().any(|f| f == "citystack.io/credential-in-use"),
+        "the Delete-policy cache holds its credential"
+    );
+    // A second one that a person abandons: left in Azure, finalizer removed, an Event says so.
+    let spec =
+        json!({"kind": "RedisCache", "name": "nsdelete-kept", "resourceGroup": "rg-nsdelete", "location": "eastus"});
+    harness::apply(&api, &azr("kept", spec)).await;
+    wait_azr_ready(&api, "kept").await;
+    let abandon = Patch::Merge(json!({"metadata": {"annotations": {"citystack.io/abandon": "true"}}}));
+    api.patch("kept", &PatchParams::default(), &abandon).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces.delete(&ns, &Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    wait_until("the namespace is gone", DEADLINE, || async {
+        namespaces.get_opt(&ns).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(count(&sim, "DELETE", "redis/nsdelete-cache").await, 1, "the cache was deleted in Azure first");
+    assert_eq!(count(&sim, "DELETE", "redis/nsdelete-kept").await, 0, "the abandoned cache stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_vault_gets_the_credentials_tenant() {
+    let (client, ns, sim, _operator) = setup("vault", Duration::from_millis(300), 300).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+    harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-vault", "location": "eastus"}))).await;
+    wait_azr_ready(&api, "rg").await;
+    let spec = json!({"kind": "KeyVault", "name": "cityvault-1", "resourceGroup": "rg-vault", "location": "eastus"});
+    harness::apply(&api, &azr("vault", spec)).await;
+    wait_azr_ready(&api, "vault").await;
+    let vault =
+        sim.foreign_get(&format!("{}/providers/Microsoft.KeyVault/vaults/cityvault-1", group("rg-vault"))).await;
+    assert_eq!(vault.pointer("/properties/tenantId"), Some(&json!(crate::azure::TENANT)), "{vault}");
+    harness::delete_namespace(&client, &ns).await;
+}
