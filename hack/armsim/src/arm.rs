@@ -1,12 +1,14 @@
 //! Azure Resource Manager: request routing and the in-memory state behind it.
 //!
 //! The contract followed, by rule:
-//! - "Azure Resource Manager RPC: resource API reference" — PUT creates (201) or replaces (200);
-//!   GET of a missing resource is 404 `ResourceNotFound`; DELETE of a missing resource is 204;
-//!   paths are case-insensitive; `location` is normalised (`"South East Asia"` → `southeastasia`).
-//! - "Azure Resource Manager RPC: asynchronous operations" — long-running PUT/DELETE answer with
-//!   `Azure-AsyncOperation` (status monitor: 200 `{status: InProgress|Succeeded|Failed, error}`)
-//!   and `Location` (202 while running, then the final answer) plus `Retry-After`.
+//! - Each kind's REST spec (`kinds::Kind::contract`) — the status, body and async-operation
+//!   headers of PUT and DELETE, per operation and api-version.
+//! - "Azure Resource Manager RPC: resource API reference" — GET of a missing resource is 404
+//!   `ResourceNotFound`; DELETE of a missing resource is 204; paths are case-insensitive;
+//!   `location` is normalised (`"South East Asia"` → `southeastasia`).
+//! - "Azure Resource Manager RPC: asynchronous operations" — the monitors long-running writes
+//!   name: `Azure-AsyncOperation` (200 `{status: InProgress|Succeeded|Failed, error}`) and
+//!   `Location` (202 while running, then the final answer), with `Retry-After`.
 //! - "Resource Groups - Create Or Update / Get / Delete / Check Existence / List / Update" and
 //!   "Resources - List By Resource Group".
 //! - "Azure Resource Manager RPC: common API details" — `api-version` is required
@@ -1344,8 +1346,9 @@ fn insert_root_rule(st: &mut State, ns_id: &str, g: &Group, ns_names: &[String],
     );
 }
 
-/// DELETE: long-running kinds answer 202 + Location/Azure-AsyncOperation and disappear when the
-/// operation completes; child and generic kinds are deleted synchronously (200). Missing: 204.
+/// DELETE, as the kind's contract says: synchronous kinds are removed at once (200, or 204 for
+/// queues); long-running ones answer 202 with their monitors and disappear when the operation
+/// completes. Missing: 204.
 fn delete_resource(r: &Req<'_>, p: &ResPath) -> Result<Response, ArmError> {
     let app = r.app;
     let class = kinds::classify(&p.namespace, &p.types);
