@@ -55,6 +55,9 @@ export CITYSTACK_PYTHON="$repo/.local/venv/bin/python"
 # The ARM simulator's own contract tests, including the official Azure SDK against it and
 # (now that Azurite runs) its storage backed by Azurite.
 cargo test --locked -p armsim
+# Microsoft's official Python management clients as the referee of the simulator's contract.
+.local/venv/bin/pip install --quiet --disable-pip-version-check -r hack/python/requirements.txt
+.local/venv/bin/python -m pytest -q -p no:cacheprovider hack/armsim/tests/python
 
 # The Helm chart: lint, server-side dry runs, install, RBAC verb by verb, CRD upgrade. It
 # leaves the release installed and writes a kubeconfig for the chart's ServiceAccount.

@@ -196,3 +196,52 @@ pub async fn expire_tokens(State(app): State<Arc<App>>) -> Response {
     lock(&app.tokens).expire_all();
     json_response(StatusCode::OK, &json!({}))
 }
+
+/// The default page size: ARM's own page of "Resources - List By Resource Group".
+pub const DEFAULT_PAGE_SIZE: usize = 1000;
+
+/// Largest page size accepted.
+const MAX_PAGE_SIZE: usize = 100_000;
+
+/// Run-time settings, read and changed through `/_admin/settings`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    /// Entries per page of paged lists; more entries come through `nextLink`.
+    pub page_size: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SettingsPatch {
+    #[serde(default)]
+    page_size: Option<usize>,
+}
+
+/// `GET /_admin/settings` — `{"pageSize": n}`.
+pub async fn get_settings(State(app): State<Arc<App>>) -> Response {
+    let settings = lock(&app.settings).clone();
+    json_response(StatusCode::OK, &serde_json::to_value(settings).unwrap_or_default())
+}
+
+/// `PUT /_admin/settings` `{"pageSize": n}` (fields optional) — change settings; answers them.
+pub async fn put_settings(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let patch: SettingsPatch = match parse(&body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(n) = patch.page_size
+        && !(1..=MAX_PAGE_SIZE).contains(&n)
+    {
+        return ArmError::bad_request("InvalidSettings", format!("pageSize must be 1..={MAX_PAGE_SIZE}, not {n}"))
+            .into_response();
+    }
+    let settings = {
+        let mut s = lock(&app.settings);
+        if let Some(n) = patch.page_size {
+            s.page_size = n;
+        }
+        s.clone()
+    };
+    json_response(StatusCode::OK, &serde_json::to_value(settings).unwrap_or_default())
+}

@@ -1,12 +1,14 @@
 //! Azure Resource Manager: request routing and the in-memory state behind it.
 //!
 //! The contract followed, by rule:
-//! - "Azure Resource Manager RPC: resource API reference" — PUT creates (201) or replaces (200);
-//!   GET of a missing resource is 404 `ResourceNotFound`; DELETE of a missing resource is 204;
-//!   paths are case-insensitive; `location` is normalised (`"South East Asia"` → `southeastasia`).
-//! - "Azure Resource Manager RPC: asynchronous operations" — long-running PUT/DELETE answer with
-//!   `Azure-AsyncOperation` (status monitor: 200 `{status: InProgress|Succeeded|Failed, error}`)
-//!   and `Location` (202 while running, then the final answer) plus `Retry-After`.
+//! - Each kind's REST spec (`kinds::Kind::contract`) — the status, body and async-operation
+//!   headers of PUT and DELETE, per operation and api-version.
+//! - "Azure Resource Manager RPC: resource API reference" — GET of a missing resource is 404
+//!   `ResourceNotFound`; DELETE of a missing resource is 204; paths are case-insensitive;
+//!   `location` is normalised (`"South East Asia"` → `southeastasia`).
+//! - "Azure Resource Manager RPC: asynchronous operations" — the monitors long-running writes
+//!   name: `Azure-AsyncOperation` (200 `{status: InProgress|Succeeded|Failed, error}`) and
+//!   `Location` (202 while running, then the final answer), with `Retry-After`.
 //! - "Resource Groups - Create Or Update / Get / Delete / Check Existence / List / Update" and
 //!   "Resources - List By Resource Group".
 //! - "Azure Resource Manager RPC: common API details" — `api-version` is required
@@ -18,7 +20,7 @@
 
 use crate::App;
 use crate::azurite::Service;
-use crate::kinds::{self, Classified, Keys, Kind, Phase};
+use crate::kinds::{self, Answer, Classified, Keys, Kind, LroHeaders, Phase};
 use crate::respond::{
     ArmError, empty_response, json_response, lock, new_uuid, now_rfc3339, query_pairs, query_param, rfc3339, set_header,
 };
@@ -491,6 +493,8 @@ struct Req<'a> {
     app: &'a App,
     method: Method,
     path: String,
+    /// The query string, decoded.
+    query: Vec<(String, String)>,
     segs: Vec<String>,
     api_version: String,
     body: Bytes,
@@ -525,13 +529,35 @@ impl Req<'_> {
     }
 }
 
-/// Adds the async-operation headers of `op` to a response.
-fn lro_headers(resp: &mut Response, app: &App, op: &Operation) {
-    if op.action != OpAction::DeleteGroup {
+/// Adds the async-operation headers `which` of `op` to a response.
+fn lro_headers(resp: &mut Response, app: &App, op: &Operation, which: LroHeaders) {
+    if which.async_operation && op.action != OpAction::DeleteGroup {
         set_header(resp, "azure-asyncoperation", &op.status_url(&app.endpoint));
     }
-    set_header(resp, "location", &op.results_url(&app.endpoint));
-    set_header(resp, "retry-after", "1");
+    if which.location {
+        set_header(resp, "location", &op.results_url(&app.endpoint));
+    }
+    if which.retry_after {
+        set_header(resp, "retry-after", "1");
+    }
+}
+
+/// The first answer of a write, shaped by the kind's contract: its status, the resource as
+/// body (when the contract says so), and the async-operation headers of `op`.
+fn write_answer(app: &App, answer: Answer, body: Option<Value>, op: Option<&Operation>) -> Response {
+    let (status, with_body, headers) = match answer {
+        Answer::Sync(status) => (status, true, None),
+        Answer::Async { status, body, headers } => (status, body, Some(headers)),
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut resp = match body.filter(|_| with_body) {
+        Some(b) => json_response(status, &b),
+        None => empty_response(status),
+    };
+    if let (Some(which), Some(op)) = (headers, op) {
+        lro_headers(&mut resp, app, op, which);
+    }
+    resp
 }
 
 /// The fallback handler: everything that is not the token endpoint or `/_admin` is ARM.
@@ -589,7 +615,7 @@ pub async fn handle(AxState(app): AxState<Arc<App>>, req: Request) -> Response {
                 .into_response();
         }
     };
-    let r = Req { app: &app, method: parts.method.clone(), path, segs, api_version, body, principal };
+    let r = Req { app: &app, method: parts.method.clone(), path, query, segs, api_version, body, principal };
     let mut resp = route(&r).await.unwrap_or_else(IntoResponse::into_response);
     if let Some(rem) = remaining {
         set_header(&mut resp, ratelimit_header(write), &rem.to_string());
@@ -847,8 +873,9 @@ fn group_request(r: &Req<'_>) -> Result<Response, ArmError> {
                     }
                 };
                 let op = st.ops.get(&op_id).cloned().ok_or_else(|| ArmError::internal("operation vanished"))?;
+                // "Resource Groups - Delete": 202 + Location + Retry-After.
                 let mut resp = empty_response(StatusCode::ACCEPTED);
-                lro_headers(&mut resp, app, &op);
+                lro_headers(&mut resp, app, &op, kinds::LOCATION);
                 Ok(resp)
             })
         }
@@ -856,20 +883,74 @@ fn group_request(r: &Req<'_>) -> Result<Response, ArmError> {
     }
 }
 
-/// "Resources - List By Resource Group": top-level resources in the group.
+/// "Resources - List By Resource Group": top-level resources in the group, paged. A page holds
+/// at most the admin page size (`/_admin/settings`, default 1000) or `$top` entries, whichever
+/// is smaller; when more remain the answer carries `nextLink` (absolute, with `$skiptoken`), as
+/// every ARM list does ("x-ms-pageable": nextLinkName `nextLink`). `$filter`/`$expand` are
+/// ignored.
 fn list_group_resources(r: &Req<'_>) -> Result<Response, ArmError> {
     let (sub, rg) = (&r.segs[1], &r.segs[3]);
-    let value = r.state(|st| -> Result<Vec<Value>, ArmError> {
+    let top = match query_param(&r.query, "$top") {
+        None => None,
+        Some(t) => match t.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(ArmError::bad_request(
+                    "InvalidTopParameter",
+                    format!("The value '{t}' of the $top query parameter is not a positive integer."),
+                ));
+            }
+        },
+    };
+    let after = match query_param(&r.query, "$skiptoken") {
+        None => None,
+        Some(token) => Some(decode_skiptoken(&token).ok_or_else(|| {
+            ArmError::bad_request("InvalidSkipToken", "The $skiptoken query parameter is not valid.")
+        })?),
+    };
+    let page_size = lock(&r.app.settings).page_size.max(1);
+    let page = top.map_or(page_size, |t| t.min(page_size));
+    let (value, last, more) = r.state(|st| -> Result<(Vec<Value>, Option<String>, bool), ArmError> {
         let g = st.group(sub, rg)?;
         let prefix = format!("{}/providers/", g.id().to_ascii_lowercase());
-        Ok(st
+        let mut entries = st
             .resources
             .iter()
             .filter(|(k, res)| k.starts_with(&prefix) && res.names.len() == 1)
-            .map(|(_, res)| res.render_generic())
-            .collect())
+            .filter(|(k, _)| after.as_deref().is_none_or(|a| k.as_str() > a));
+        let mut value = Vec::new();
+        let mut last = None;
+        for (k, res) in entries.by_ref().take(page) {
+            value.push(res.render_generic());
+            last = Some(k.clone());
+        }
+        let more = entries.next().is_some();
+        Ok((value, last, more))
     })?;
-    Ok(json_response(StatusCode::OK, &json!({"value": value})))
+    let mut body = json!({"value": value});
+    if let (true, Some(last)) = (more, last) {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("api-version", &r.api_version);
+        if let Some(t) = top {
+            q.append_pair("$top", &t.to_string());
+        }
+        q.append_pair("$skiptoken", &encode_skiptoken(&last));
+        body["nextLink"] =
+            format!("{}/subscriptions/{sub}/resourceGroups/{rg}/resources?{}", r.app.endpoint, q.finish()).into();
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// An opaque continuation token: the last (lower-cased) resource id of the page, base64url.
+fn encode_skiptoken(last_key: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last_key.as_bytes())
+}
+
+fn decode_skiptoken(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.trim().as_bytes()).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 fn method_not_allowed(r: &Req<'_>) -> ArmError {
@@ -1061,8 +1142,9 @@ async fn put_resource(r: &Req<'_>, p: &ResPath, body: Value, is_patch: bool) -> 
                     modified_by: r.principal.client_id.clone(),
                     modified_at: now.clone(),
                 };
+                let answer = kind.contract().create;
                 let mut op = None;
-                if kind.is_long_running() {
+                if answer.is_async() {
                     let failure = lock(&app.faults).take_operation_fault(method, &r.path);
                     let op_id = st.start_op(
                         app.cfg.operation_time,
@@ -1086,11 +1168,8 @@ async fn put_resource(r: &Req<'_>, p: &ResPath, body: Value, is_patch: bool) -> 
                     // Every namespace comes with the RootManageSharedAccessKey rule.
                     insert_root_rule(st, &id, &g, &names, &r.principal, &now);
                 }
-                let mut resp = json_response(StatusCode::CREATED, &rendered);
-                if let Some(op) = op.and_then(|o| st.ops.get(&o).cloned()) {
-                    lro_headers(&mut resp, app, &op);
-                }
-                Ok(resp)
+                let op = op.and_then(|o| st.ops.get(&o).cloned());
+                Ok(write_answer(app, answer, Some(rendered), op.as_ref()))
             }
             PutPlan::Update => {
                 let Some(res) = st.resources.get_mut(&key) else {
@@ -1106,12 +1185,23 @@ async fn put_resource(r: &Req<'_>, p: &ResPath, body: Value, is_patch: bool) -> 
                 }
                 res.modified_by = r.principal.client_id.clone();
                 res.modified_at = now.clone();
-                let running = res.op.clone();
-                let retry_failed = res.phase == Phase::Failed && kind.is_long_running();
-                let mut op_id = running.clone();
-                if running.is_none() && (kind.update_is_long_running() || retry_failed) {
+                let (running, failed) = (res.op.clone(), res.phase == Phase::Failed);
+                let contract = kind.contract();
+                let running_action = running.as_ref().and_then(|o| st.ops.get(o)).map(|o| o.action);
+                // A PUT while an operation runs joins it (idempotent retry); a PUT of a resource
+                // whose creation failed starts the creation again; else it is an update.
+                let (answer, start) = match running_action {
+                    Some(OpAction::Create) => (contract.create.for_existing(), None),
+                    Some(_) => (contract.update, None),
+                    None if failed && contract.create.is_async() => {
+                        (contract.create.for_existing(), Some((OpAction::Create, Phase::Creating)))
+                    }
+                    None if contract.update.is_async() => (contract.update, Some((OpAction::Update, Phase::Updating))),
+                    None => (contract.update, None),
+                };
+                let mut op_id = running;
+                if let Some((action, phase)) = start {
                     let failure = lock(&app.faults).take_operation_fault(method, &r.path);
-                    let phase = if retry_failed { Phase::Creating } else { Phase::Updating };
                     let id = st.start_op(
                         app.cfg.operation_time,
                         NewOp {
@@ -1119,7 +1209,7 @@ async fn put_resource(r: &Req<'_>, p: &ResPath, body: Value, is_patch: bool) -> 
                             namespace: &class.namespace,
                             location: location.as_deref().unwrap_or("global"),
                             target: key.clone(),
-                            action: if retry_failed { OpAction::Create } else { OpAction::Update },
+                            action,
                             api_version: &r.api_version,
                             failure,
                         },
@@ -1129,17 +1219,14 @@ async fn put_resource(r: &Req<'_>, p: &ResPath, body: Value, is_patch: bool) -> 
                         res.op = Some(id.clone());
                     }
                     op_id = Some(id);
-                } else if running.is_none()
+                } else if op_id.is_none()
                     && let Some(res) = st.resources.get_mut(&key)
                 {
                     res.phase = Phase::Succeeded;
                 }
-                let rendered = st.resources.get(&key).map(Resource::render).unwrap_or_default();
-                let mut resp = json_response(StatusCode::OK, &rendered);
-                if let Some(op) = op_id.and_then(|o| st.ops.get(&o).cloned()) {
-                    lro_headers(&mut resp, app, &op);
-                }
-                Ok(resp)
+                let rendered = st.resources.get(&key).map(Resource::render);
+                let op = op_id.and_then(|o| st.ops.get(&o).cloned());
+                Ok(write_answer(app, answer, rendered, op.as_ref()))
             }
         }
     })
@@ -1259,8 +1346,9 @@ fn insert_root_rule(st: &mut State, ns_id: &str, g: &Group, ns_names: &[String],
     );
 }
 
-/// DELETE: long-running kinds answer 202 + Location/Azure-AsyncOperation and disappear when the
-/// operation completes; child and generic kinds are deleted synchronously (200). Missing: 204.
+/// DELETE, as the kind's contract says: synchronous kinds are removed at once (200, or 204 for
+/// queues); long-running ones answer 202 with their monitors and disappear when the operation
+/// completes. Missing: 204.
 fn delete_resource(r: &Req<'_>, p: &ResPath) -> Result<Response, ArmError> {
     let app = r.app;
     let class = kinds::classify(&p.namespace, &p.types);
@@ -1276,9 +1364,10 @@ fn delete_resource(r: &Req<'_>, p: &ResPath) -> Result<Response, ArmError> {
         let Some(res) = st.resources.get(&key).cloned() else {
             return Ok(empty_response(StatusCode::NO_CONTENT));
         };
-        if !res.kind().is_long_running() {
+        let answer = res.kind().contract().delete;
+        if let Answer::Sync(status) = answer {
             st.remove_tree(&key);
-            return Ok(empty_response(StatusCode::OK));
+            return Ok(empty_response(StatusCode::from_u16(status).unwrap_or(StatusCode::OK)));
         }
         let op_id = match (&res.op, res.phase) {
             (Some(op), Phase::Deleting) => op.clone(),
@@ -1304,9 +1393,7 @@ fn delete_resource(r: &Req<'_>, p: &ResPath) -> Result<Response, ArmError> {
             }
         };
         let op = st.ops.get(&op_id).cloned().ok_or_else(|| ArmError::internal("operation vanished"))?;
-        let mut resp = empty_response(StatusCode::ACCEPTED);
-        lro_headers(&mut resp, app, &op);
-        Ok(resp)
+        Ok(write_answer(app, answer, None, Some(&op)))
     })
 }
 

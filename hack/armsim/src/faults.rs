@@ -1,46 +1,92 @@
 //! Injected faults (admin API) and ARM's per-subscription request throttling.
 //!
+//! A fault rule matches requests by method and path and either replaces the answer (`status`),
+//! changes the real answer (headers, body), or makes the long-running operation the request
+//! starts end Failed (`operation: "Failed"`). The answer changes exist to feed clients the
+//! untrusted input real ARM (or a proxy in front of it) can send: odd `Retry-After` values,
+//! huge or non-JSON bodies, JSON of the wrong shape, operation URLs on another host.
+//!
 //! Throttling follows "Understand how Azure Resource Manager throttles requests": a token bucket
 //! per subscription — reads 250 burst refilled at 25/s, writes 200 burst refilled at 10/s —,
 //! the remaining budget in `x-ms-ratelimit-remaining-subscription-reads`/`-writes`, and
 //! `429 Too Many Requests` + `Retry-After` (seconds) when the bucket is empty.
 
-use crate::respond::ArmError;
-use axum::http::StatusCode;
+use crate::respond::{ArmError, empty_response};
+use axum::body::Body;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// One fault rule, as posted to `POST /_admin/faults`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// Largest `bodyBytes` accepted (the answer is built in memory).
+pub const MAX_BODY_BYTES: u64 = 256 * 1024 * 1024;
+
+/// One fault rule, as posted to `POST /_admin/faults`. See `hack/armsim/README.md`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Fault {
     /// Assigned by the server.
     #[serde(default)]
     pub id: u64,
     /// HTTP method to match (any when absent), case-insensitive.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     /// Substring of the request path to match (any when absent), case-insensitive.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_contains: Option<String>,
-    /// Answer matching requests with this status (e.g. 429, 500, 503) and an ARM error body.
-    #[serde(default)]
+    /// Answer matching requests with this status instead of handling them (200-599): an ARM
+    /// error body for 4xx/5xx, no body otherwise (unless a body field says otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    /// `Retry-After` seconds for the injected answer (429/503 default to 1).
-    #[serde(default)]
+    /// `Retry-After: <seconds>` on the answer (429/503 replacements default to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// `Retry-After` with this exact value (e.g. `18446744073709551615`, an HTTP-date, `0`,
+    /// `soon`), on any status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_raw: Option<String>,
     /// `"Failed"`: the next matching long-running operation ends Failed instead.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
     /// The error code (default derived from the status, or `InternalServerError`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
-    #[serde(default)]
+    /// The error message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// How many requests/operations the rule applies to (default 1).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+    /// Make the body larger than this many bytes: a JSON object body (an empty body counts as
+    /// `{}`) gets a string field `armsimPadding`; any other body gets trailing spaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_bytes: Option<u64>,
+    /// Replace the body with this text as is (e.g. not JSON at all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_raw: Option<String>,
+    /// Replace the body with this JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_json: Option<Value>,
+    /// JSON merge patch (RFC 7396) over the JSON body, to give fields the wrong shape, e.g.
+    /// `{"properties": {"provisioningState": 7}, "tags": "x"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_patch: Option<Value>,
+    /// `Content-Type` of the answer (a replaced body keeps `application/json` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Set `Azure-AsyncOperation` to this value (any URL, e.g. on another host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub async_operation: Option<String>,
+    /// Set `Location` to this value (any URL, e.g. on another host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Move the answer's `Azure-AsyncOperation` and `Location` URLs to this `host[:port]`
+    /// (same scheme, path and query): a client that follows them leaves armsim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_host: Option<String>,
 }
 
 impl Fault {
@@ -53,15 +99,72 @@ impl Fault {
         self.operation.as_deref().is_some_and(|o| o.eq_ignore_ascii_case("failed"))
     }
 
+    /// Whether the rule changes the answer (beyond replacing its status).
+    fn changes_answer(&self) -> bool {
+        self.retry_after.is_some()
+            || self.retry_after_raw.is_some()
+            || self.body_bytes.is_some()
+            || self.body_raw.is_some()
+            || self.body_json.is_some()
+            || self.body_patch.is_some()
+            || self.content_type.is_some()
+            || self.async_operation.is_some()
+            || self.location.is_some()
+            || self.operation_host.is_some()
+    }
+
+    fn changes_body(&self) -> bool {
+        self.body_bytes.is_some() || self.body_raw.is_some() || self.body_json.is_some() || self.body_patch.is_some()
+    }
+
     /// Validates a posted rule.
     pub fn validate(&self) -> Result<(), String> {
-        match (self.status, self.is_operation_fault()) {
-            (Some(_), true) => Err("give either status or operation, not both".into()),
-            (None, false) => Err("give status (e.g. 429) or operation: \"Failed\"".into()),
-            (Some(s), false) if !(400..=599).contains(&s) => Err(format!("status {s} is not an error status")),
-            _ if self.operation.is_some() && !self.is_operation_fault() => Err("operation must be \"Failed\"".into()),
-            _ => Ok(()),
+        if self.operation.is_some() {
+            if !self.is_operation_fault() {
+                return Err("operation must be \"Failed\"".into());
+            }
+            if self.status.is_some() || self.changes_answer() {
+                return Err("operation: \"Failed\" takes no status, header or body fields".into());
+            }
+            return Ok(());
         }
+        if self.status.is_none() && !self.changes_answer() {
+            return Err(
+                "give status (e.g. 429), an answer change (retryAfterRaw, bodyBytes, bodyRaw, bodyJson, bodyPatch, asyncOperation, location, operationHost) or operation: \"Failed\"".into(),
+            );
+        }
+        if let Some(s) = self.status
+            && !(200..=599).contains(&s)
+        {
+            return Err(format!("status {s} is not in 200..=599"));
+        }
+        if self.retry_after.is_some() && self.retry_after_raw.is_some() {
+            return Err("give retryAfter or retryAfterRaw, not both".into());
+        }
+        if self.body_raw.is_some() && (self.body_json.is_some() || self.body_patch.is_some()) {
+            return Err("bodyRaw replaces the body: it cannot be combined with bodyJson or bodyPatch".into());
+        }
+        if self.body_bytes.is_some_and(|n| n > MAX_BODY_BYTES) {
+            return Err(format!("bodyBytes is limited to {MAX_BODY_BYTES}"));
+        }
+        for (name, value) in [
+            ("retryAfterRaw", &self.retry_after_raw),
+            ("contentType", &self.content_type),
+            ("asyncOperation", &self.async_operation),
+            ("location", &self.location),
+        ] {
+            if let Some(v) = value
+                && HeaderValue::from_str(v).is_err()
+            {
+                return Err(format!("{name} is not a valid header value"));
+            }
+        }
+        if let Some(host) = &self.operation_host
+            && (host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)))
+        {
+            return Err("operationHost must be host[:port]".into());
+        }
+        Ok(())
     }
 
     fn default_code(status: u16) -> &'static str {
@@ -79,6 +182,131 @@ impl Fault {
             _ => "InjectedFault",
         }
     }
+
+    /// The answer that replaces the real one, when the rule has a `status`.
+    pub fn replacement(&self) -> Option<Response> {
+        let status = self.status?;
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status < 400 {
+            return Some(empty_response(code));
+        }
+        let error_code = self.code.clone().unwrap_or_else(|| Fault::default_code(status).to_string());
+        let message = self
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("armsim: injected fault #{} ({status} {error_code}).", self.id));
+        Some(ArmError::new(code, error_code, message).into_response())
+    }
+
+    /// Applies the rule's header and body changes to an answer (the replacement or the real one).
+    pub async fn apply(&self, resp: Response) -> Response {
+        let (mut parts, body) = resp.into_parts();
+        let body = if self.changes_body() {
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            parts.headers.remove(CONTENT_LENGTH);
+            if !parts.headers.contains_key(CONTENT_TYPE) || self.body_json.is_some() || self.body_raw.is_some() {
+                parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+            }
+            Body::from(self.new_body(&bytes))
+        } else {
+            body
+        };
+        let headers = &mut parts.headers;
+        let set = |headers: &mut axum::http::HeaderMap, name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name, v);
+            }
+        };
+        if let Some(v) = &self.content_type {
+            set(headers, "content-type", v);
+        }
+        let default_retry = matches!(self.status, Some(429 | 503)).then_some(1);
+        if let Some(raw) = &self.retry_after_raw {
+            set(headers, "retry-after", raw);
+        } else if let Some(secs) = self.retry_after.or(default_retry) {
+            set(headers, "retry-after", &secs.to_string());
+        }
+        if let Some(host) = &self.operation_host {
+            for name in ["azure-asyncoperation", "location"] {
+                let moved = headers.get(name).and_then(|v| v.to_str().ok()).map(|url| with_host(url, host));
+                if let Some(url) = moved {
+                    set(headers, name, &url);
+                }
+            }
+        }
+        if let Some(v) = &self.async_operation {
+            set(headers, "azure-asyncoperation", v);
+        }
+        if let Some(v) = &self.location {
+            set(headers, "location", v);
+        }
+        Response::from_parts(parts, body)
+    }
+
+    /// The changed body: replaced (raw or JSON), patched, then padded.
+    fn new_body(&self, original: &[u8]) -> Vec<u8> {
+        if let Some(raw) = &self.body_raw {
+            return pad_text(raw.as_bytes().to_vec(), self.body_bytes);
+        }
+        let json = match &self.body_json {
+            Some(v) => Some(v.clone()),
+            None if original.iter().all(u8::is_ascii_whitespace) => Some(Value::Object(Map::new())),
+            None => serde_json::from_slice::<Value>(original).ok(),
+        };
+        let Some(mut json) = json else {
+            // Not JSON: only padding applies.
+            return pad_text(original.to_vec(), self.body_bytes);
+        };
+        if let Some(patch) = &self.body_patch {
+            merge_patch(&mut json, patch);
+        }
+        match (self.body_bytes, json.as_object_mut()) {
+            (Some(n), Some(obj)) => {
+                let current = serde_json::to_vec(obj).map(|v| v.len() as u64).unwrap_or(0);
+                // The padding field adds `,"armsimPadding":""` around its value.
+                let need = (n + 1).saturating_sub(current).max(1) as usize;
+                obj.insert("armsimPadding".into(), Value::String("a".repeat(need)));
+                serde_json::to_vec(&json).unwrap_or_default()
+            }
+            (bytes, _) => pad_text(serde_json::to_vec(&json).unwrap_or_default(), bytes),
+        }
+    }
+}
+
+/// Pads `body` with spaces to more than `bytes` bytes.
+fn pad_text(mut body: Vec<u8>, bytes: Option<u64>) -> Vec<u8> {
+    if let Some(n) = bytes {
+        let target = usize::try_from(n).unwrap_or(usize::MAX).saturating_add(1);
+        if body.len() < target {
+            body.resize(target, b' ');
+        }
+    }
+    body
+}
+
+/// `url` with its authority replaced by `host` (`https://a:1/p?q` → `https://host/p?q`).
+fn with_host(url: &str, host: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return format!("https://{host}/{}", url.trim_start_matches('/'));
+    };
+    let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("/");
+    format!("{scheme}://{host}{path}")
+}
+
+/// RFC 7396 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
 }
 
 /// The armed fault rules.
@@ -89,6 +317,7 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// Arms a rule; answers it with its id.
     pub fn add(&mut self, mut fault: Fault) -> Fault {
         self.next_id += 1;
         fault.id = self.next_id;
@@ -97,7 +326,8 @@ impl Faults {
         fault
     }
 
-    pub fn list(&self) -> Vec<serde_json::Value> {
+    /// The armed rules with their remaining counts.
+    pub fn list(&self) -> Vec<Value> {
         self.rules
             .iter()
             .map(|(f, remaining)| {
@@ -110,6 +340,7 @@ impl Faults {
             .collect()
     }
 
+    /// Disarms every rule.
     pub fn clear(&mut self) {
         self.rules.clear();
     }
@@ -124,20 +355,9 @@ impl Faults {
         Some(fault)
     }
 
-    /// If a status fault matches this request, consumes it and returns the error to answer with.
-    pub fn take_request_fault(&mut self, method: &str, path: &str) -> Option<ArmError> {
-        let fault = self.take(|f| f.status.is_some() && f.matches(method, path))?;
-        let status = fault.status.unwrap_or(500);
-        let code = fault.code.clone().unwrap_or_else(|| Fault::default_code(status).to_string());
-        let message =
-            fault.message.clone().unwrap_or_else(|| format!("armsim: injected fault #{} ({status} {code}).", fault.id));
-        let mut err =
-            ArmError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), code, message);
-        let retry_after = fault.retry_after.or(if status == 429 || status == 503 { Some(1) } else { None });
-        if let Some(secs) = retry_after {
-            err = err.with_header("retry-after", secs.to_string());
-        }
-        Some(err)
+    /// If an answer rule (status or answer changes) matches this request, consumes it.
+    pub fn take_request_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
+        self.take(|f| !f.is_operation_fault() && f.matches(method, path))
     }
 
     /// If an operation fault matches this request, consumes it and returns (code, message) for

@@ -130,11 +130,172 @@ pub enum Phase {
     Failed,
 }
 
+/// The async-operation headers an answer carries (the `headers` of a `responses` entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LroHeaders {
+    /// `Azure-AsyncOperation`: the status monitor (`{status, error}`).
+    pub async_operation: bool,
+    /// `Location`: 202 while running, then the final answer.
+    pub location: bool,
+    /// `Retry-After` (seconds).
+    pub retry_after: bool,
+}
+
+/// Headers preset.
+pub const NO_HEADERS: LroHeaders = LroHeaders { async_operation: false, location: false, retry_after: false };
+/// Headers preset.
+pub const LOCATION: LroHeaders = LroHeaders { async_operation: false, location: true, retry_after: true };
+/// Headers preset.
+pub const ASYNC_OP: LroHeaders = LroHeaders { async_operation: true, location: false, retry_after: true };
+/// Headers preset.
+pub const BOTH: LroHeaders = LroHeaders { async_operation: true, location: true, retry_after: true };
+/// Headers preset.
+pub const RETRY_ONLY: LroHeaders = LroHeaders { async_operation: false, location: false, retry_after: true };
+
+/// How one write is answered, from the operation's `responses` and
+/// `x-ms-long-running-operation(-options)` in the REST spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Done at once: this status; a PUT answers with the resource, a DELETE without a body.
+    Sync(u16),
+    /// Long-running: the resource shows a non-terminal state until the operation completes.
+    Async {
+        /// The HTTP status of the first answer.
+        status: u16,
+        /// Whether the first answer carries the resource (with its non-terminal state).
+        body: bool,
+        /// The async-operation headers of the first answer.
+        headers: LroHeaders,
+    },
+}
+
+impl Answer {
+    /// The answer when the resource already exists (a retried create): 201 becomes 200.
+    pub fn for_existing(self) -> Answer {
+        match self {
+            Answer::Sync(201) => Answer::Sync(200),
+            Answer::Async { status: 201, body, headers } => Answer::Async { status: 200, body, headers },
+            other => other,
+        }
+    }
+
+    /// Whether the write runs as a long-running operation.
+    pub fn is_async(self) -> bool {
+        matches!(self, Answer::Async { .. })
+    }
+}
+
+/// A kind's write contract: the answers of create (PUT of a new resource), update (PUT or
+/// PATCH of an existing one) and delete (DELETE of an existing one; a missing one is 204),
+/// and the spec they come from (`specification/...` in github.com/Azure/azure-rest-api-specs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Contract {
+    /// PUT of a new resource.
+    pub create: Answer,
+    /// PUT/PATCH of an existing resource.
+    pub update: Answer,
+    /// DELETE of an existing resource.
+    pub delete: Answer,
+    /// The spec file (and api-version) the answers come from.
+    pub spec: &'static str,
+}
+
 impl Kind {
-    /// Top-level curated kinds are long-running: PUT answers with a non-terminal state and
-    /// async-operation headers ("Azure Resource Manager RPC: asynchronous operations").
-    /// Child kinds answer synchronously, as their providers do.
-    pub fn is_long_running(self) -> bool {
+    /// The write contract of this kind; see the table in `hack/armsim/README.md`.
+    pub fn contract(self) -> Contract {
+        use Answer::{Async, Sync};
+        match self {
+            // StorageAccounts_Create: 200, or 202 + Location + Retry-After without a body,
+            // final-state-via location; StorageAccounts_Delete: 200/204, synchronous.
+            Kind::StorageAccount => Contract {
+                create: Async { status: 202, body: false, headers: LOCATION },
+                update: Sync(200),
+                delete: Sync(200),
+                spec: "storage/resource-manager/Microsoft.Storage/stable/2026-09-01/openapi.json",
+            },
+            // BlobContainers_Create: 200/201; BlobContainers_Delete: 200/204.
+            Kind::BlobContainer => Contract {
+                create: Sync(201),
+                update: Sync(200),
+                delete: Sync(200),
+                spec: "storage/resource-manager/Microsoft.Storage/stable/2026-09-01/openapi.json",
+            },
+            // Queue_Create: 200 only; Queue_Delete: 204 only.
+            Kind::Queue => Contract {
+                create: Sync(200),
+                update: Sync(200),
+                delete: Sync(204),
+                spec: "storage/resource-manager/Microsoft.Storage/stable/2026-09-01/openapi.json",
+            },
+            Kind::StorageService => Contract {
+                create: Sync(200),
+                update: Sync(200),
+                delete: Sync(200),
+                spec: "storage/resource-manager/Microsoft.Storage/stable/2026-09-01/openapi.json",
+            },
+            // Servers_CreateOrUpdate / Servers_Update: 202 + Azure-AsyncOperation + Location +
+            // Retry-After, final-state-via azure-async-operation; Servers_Delete: 202 (same
+            // headers) or 204, final-state-via location. Databases_Create / _Delete: the same.
+            Kind::PostgresServer | Kind::PostgresDatabase => Contract {
+                create: Async { status: 202, body: false, headers: BOTH },
+                update: Async { status: 202, body: false, headers: BOTH },
+                delete: Async { status: 202, body: false, headers: BOTH },
+                spec: "postgresql/resource-manager/Microsoft.DBforPostgreSQL/stable/2025-08-01/openapi.json",
+            },
+            // Redis_Create: 200, or 201 + Location, final-state-via location;
+            // Redis_Delete: 200, 202 + Location + Retry-After, or 204, final-state-via location.
+            // The create answer also carries Azure-AsyncOperation (allowed by the ARM async
+            // contract, not declared by this spec): the operator reads a failed operation's
+            // error from that monitor (see the README's deviations).
+            Kind::Redis => Contract {
+                create: Async { status: 201, body: true, headers: BOTH },
+                update: Async { status: 200, body: true, headers: NO_HEADERS },
+                delete: Async { status: 202, body: false, headers: LOCATION },
+                spec: "redis/resource-manager/Microsoft.Cache/stable/2024-11-01/redis.json",
+            },
+            // Namespaces_CreateOrUpdate: 200/201/202, long-running (2026-01-01 declares
+            // Azure-AsyncOperation on 201); Namespaces_Delete: 200/202/204, long-running.
+            Kind::EventHubNamespace => Contract {
+                create: Async { status: 201, body: true, headers: ASYNC_OP },
+                update: Async { status: 200, body: true, headers: NO_HEADERS },
+                delete: Async { status: 202, body: false, headers: BOTH },
+                spec: "eventhub/resource-manager/Microsoft.EventHub/stable/2024-01-01/namespaces.json",
+            },
+            // EventHubs_CreateOrUpdate: 200 only; EventHubs_Delete: 200/204. Authorization
+            // rules: 200 / 200/204.
+            Kind::EventHub | Kind::EventHubAuthRule => Contract {
+                create: Sync(200),
+                update: Sync(200),
+                delete: Sync(200),
+                spec: "eventhub/resource-manager/Microsoft.EventHub/stable/2024-01-01/eventhubs.json",
+            },
+            // Vaults_CreateOrUpdate: 200, or 201 + Location + Retry-After with the vault,
+            // final-state-via location; Vaults_Delete: 200/204, synchronous.
+            Kind::KeyVault => Contract {
+                create: Async { status: 201, body: true, headers: LOCATION },
+                update: Sync(200),
+                delete: Sync(200),
+                spec: "keyvault/resource-manager/Microsoft.KeyVault/stable/2026-02-01/openapi.json",
+            },
+            // Accounts_Create: 200, 201 + Retry-After, or 202 + Location + Retry-After,
+            // final-state-via location; Accounts_Delete: 200, 202 + Location + Retry-After, 204.
+            Kind::CognitiveAccount => Contract {
+                create: Async { status: 201, body: true, headers: RETRY_ONLY },
+                update: Async { status: 200, body: true, headers: NO_HEADERS },
+                delete: Async { status: 202, body: false, headers: LOCATION },
+                spec: "cognitiveservices/resource-manager/Microsoft.CognitiveServices/stable/2026-09-01/cognitiveservices.json",
+            },
+            // Generic ("Azure Resource Manager RPC: resource API reference"): 201/200, 200.
+            Kind::Generic => {
+                Contract { create: Sync(201), update: Sync(200), delete: Sync(200), spec: "(none: the ARM RPC)" }
+            }
+        }
+    }
+
+    /// Top-level curated kinds: tracked (they need a `location`, "Azure Resource Manager RPC:
+    /// resource API reference, tracked resources") and named globally (their names become DNS
+    /// names).
+    pub fn tracked(self) -> bool {
         matches!(
             self,
             Kind::StorageAccount
@@ -146,22 +307,9 @@ impl Kind {
         )
     }
 
-    /// Whether an update (PUT of an existing resource) is long-running too. Storage and Key
-    /// Vault apply updates synchronously ("Storage Accounts - Create" is only asynchronous for
-    /// creation; "Vaults - Create Or Update" answers 200 Succeeded for updates).
-    pub fn update_is_long_running(self) -> bool {
-        self.is_long_running() && !matches!(self, Kind::StorageAccount | Kind::KeyVault)
-    }
-
-    /// Tracked resources need a `location` ("Azure Resource Manager RPC: resource API
-    /// reference, tracked resources").
-    pub fn tracked(self) -> bool {
-        self.is_long_running()
-    }
-
     /// Kinds whose names are global (they become DNS names).
     pub fn globally_unique(self) -> bool {
-        self.is_long_running()
+        self.tracked()
     }
 
     /// The error a PUT of a globally-unique name taken elsewhere gets.

@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -50,6 +50,8 @@ pub struct Config {
     /// The credential accepted in every tenant.
     pub client_id: String,
     pub client_secret: String,
+    /// Initial page size of paged lists (changeable at run time through `/_admin/settings`).
+    pub page_size: usize,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             token_lifetime: Duration::from_secs(3600),
             client_id: "citystack-test".into(),
             client_secret: "not-a-secret".into(),
+            page_size: admin::DEFAULT_PAGE_SIZE,
         }
     }
 }
@@ -78,6 +81,8 @@ pub struct App {
     pub faults: Mutex<faults::Faults>,
     pub throttle: Mutex<faults::Throttle>,
     pub log: Mutex<admin::RequestLog>,
+    /// Run-time settings (`/_admin/settings`).
+    pub settings: Mutex<admin::Settings>,
     pub azurite: Option<azurite::Azurite>,
 }
 
@@ -132,6 +137,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
 
     let app = Arc::new(App {
         tokens: Mutex::new(token::Tokens::new(&cfg.client_id, &cfg.client_secret)),
+        settings: Mutex::new(admin::Settings { page_size: cfg.page_size.max(1) }),
         cfg,
         endpoint: endpoint.clone(),
         state: Mutex::new(arm::State::default()),
@@ -192,6 +198,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_admin/reset-log", post(admin::reset_log))
         .route("/_admin/clients", post(admin::add_client))
         .route("/_admin/expire-tokens", post(admin::expire_tokens))
+        .route("/_admin/settings", get(admin::get_settings).put(admin::put_settings))
         .route("/{tenant}/oauth2/v2.0/token", post(token::token))
         .route("/{tenant}/v2.0/.well-known/openid-configuration", get(token::openid_configuration))
         .route("/common/discovery/instance", get(token::instance_discovery))
@@ -217,10 +224,13 @@ async fn envelope(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
         req.headers().get("x-ms-client-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
 
     let injected = if admin { None } else { lock(&app.faults).take_request_fault(&method, &path) };
-    let mut resp = match injected {
-        Some(err) => err.into_response(),
+    let mut resp = match injected.as_ref().and_then(faults::Fault::replacement) {
+        Some(replaced) => replaced,
         None => next.run(req).await,
     };
+    if let Some(fault) = &injected {
+        resp = fault.apply(resp).await;
+    }
 
     let request_id = new_uuid();
     set_header(&mut resp, "x-ms-request-id", &request_id);

@@ -38,6 +38,10 @@ struct Cli {
     /// Secret of --client-id.
     #[arg(long, default_value = "not-a-secret")]
     client_secret: String,
+    /// Entries per page of paged lists ("Resources - List By Resource Group"); clients must
+    /// follow nextLink past it. Changeable at run time: PUT /_admin/settings {"pageSize": N}.
+    #[arg(long, default_value_t = armsim::admin::DEFAULT_PAGE_SIZE)]
+    page_size: usize,
 }
 
 #[tokio::main]
@@ -63,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         token_lifetime: Duration::from_secs(cli.token_seconds),
         client_id: cli.client_id,
         client_secret: cli.client_secret,
+        page_size: cli.page_size,
     };
     let server = armsim::start(cfg).await?;
     println!("armsim listening on {}", server.endpoint);

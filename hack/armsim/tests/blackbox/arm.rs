@@ -48,7 +48,7 @@ async fn resource_group_create_get_delete() {
             Some(json!({"location": "southeastasia", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"})),
         )
         .await;
-    assert_eq!(sa.status, StatusCode::CREATED);
+    assert_eq!(sa.status, StatusCode::ACCEPTED);
     let listed = sim.arm("GET", &format!("{path}/resources"), None).await;
     assert_eq!(listed.body["value"].as_array().unwrap().len(), 1);
     assert_eq!(listed.body["value"][0]["type"], "Microsoft.Storage/storageAccounts");
@@ -68,93 +68,116 @@ async fn resource_group_create_get_delete() {
 }
 
 #[tokio::test]
-async fn put_is_201_then_200_and_provisioning_goes_through_the_async_operation() {
+async fn storage_create_is_202_location_then_the_account() {
     let sim = Sim::start().await;
     sim.put_group(SUB, "rg1").await;
     let body = json!({"location": "West Europe", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2",
                       "properties": {"minimumTlsVersion": "TLS1_2"}, "tags": {"a": "1"}});
+    // "StorageAccounts_Create": 202 + Location + Retry-After, no body, final-state-via location.
     let created = sim.arm("PUT", &storage("acct1"), Some(body.clone())).await;
-    assert_eq!(created.status, StatusCode::CREATED);
-    assert_eq!(created.body["id"], storage("acct1"));
-    assert_eq!(created.body["name"], "acct1");
-    assert_eq!(created.body["type"], "Microsoft.Storage/storageAccounts");
-    assert_eq!(created.body["location"], "westeurope");
-    assert_eq!(created.body["sku"]["name"], "Standard_LRS");
-    assert_eq!(created.body["properties"]["provisioningState"], "Creating");
-    assert_eq!(created.body["properties"]["minimumTlsVersion"], "TLS1_2");
-    assert_eq!(created.body["properties"]["primaryEndpoints"]["blob"], "https://acct1.blob.core.windows.net/");
-    let async_op = created.header("azure-asyncoperation").expect("Azure-AsyncOperation").to_string();
-    assert!(
-        async_op.contains(&format!(
-            "/subscriptions/{SUB}/providers/Microsoft.Storage/locations/westeurope/operationStatuses/"
-        )),
-        "{async_op}"
-    );
-    assert!(async_op.contains("api-version="));
-    assert!(created.header("location").is_some());
+    assert_eq!(created.status, StatusCode::ACCEPTED);
+    assert!(created.body.is_null(), "{:?}", created.body);
+    assert!(created.header("azure-asyncoperation").is_none());
     assert_eq!(created.header("retry-after"), Some("1"));
+    let location = created.header("location").expect("Location").to_string();
+    assert!(
+        location.contains(&format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Storage/locations/westeurope/operationResults/"
+        )),
+        "{location}"
+    );
+    assert!(location.contains("api-version="));
 
-    let first = sim.arm("GET", &async_op, None).await;
-    assert_eq!(first.body["status"], "InProgress");
-    let finished = sim.wait_status(&async_op).await;
-    assert_eq!(finished.body["status"], "Succeeded");
-    assert!(finished.body["error"].is_null());
+    // Meanwhile the account is visible, Creating.
+    let during = sim.arm("GET", &storage("acct1"), None).await;
+    assert_eq!(during.body["properties"]["provisioningState"], "Creating");
+    assert_eq!(during.body["properties"]["minimumTlsVersion"], "TLS1_2");
+    assert_eq!(during.body["properties"]["primaryEndpoints"]["blob"], "https://acct1.blob.core.windows.net/");
+    assert_eq!(sim.arm("GET", &location, None).await.status, StatusCode::ACCEPTED);
 
-    let got = sim.arm("GET", &storage("acct1"), None).await;
-    assert_eq!(got.body["properties"]["provisioningState"], "Succeeded");
+    // The Location's final answer is 200 with the account.
+    let done = sim.wait_location(&location).await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert_eq!(done.body["id"], storage("acct1"));
+    assert_eq!(done.body["name"], "acct1");
+    assert_eq!(done.body["type"], "Microsoft.Storage/storageAccounts");
+    assert_eq!(done.body["location"], "westeurope");
+    assert_eq!(done.body["sku"]["name"], "Standard_LRS");
+    assert_eq!(done.body["properties"]["provisioningState"], "Succeeded");
 
-    // Same PUT again (path casing differs): 200 (storage applies updates synchronously).
+    // Same PUT again (path casing differs): 200 with the account, synchronous.
     let updated = sim.arm("PUT", &storage("acct1").replace("resourceGroups", "RESOURCEGROUPS"), Some(body)).await;
     assert_eq!(updated.status, StatusCode::OK);
     assert_eq!(updated.body["id"], storage("acct1"));
+    assert_eq!(updated.body["properties"]["provisioningState"], "Succeeded");
+    assert!(updated.header("location").is_none());
 }
 
 #[tokio::test]
-async fn long_running_updates_report_updating() {
+async fn redis_create_follows_location_and_updates_poll_the_resource() {
     let sim = Sim::start().await;
     sim.put_group(SUB, "rg1").await;
     let path = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Cache/redis/cache1");
     let body =
         json!({"location": "westeurope", "properties": {"sku": {"name": "Basic", "family": "C", "capacity": 0}}});
+    // "Redis_Create": 201 + Location with the cache (Creating), final-state-via location.
     let c = sim.arm("PUT", &path, Some(body.clone())).await;
     assert_eq!(c.status, StatusCode::CREATED);
     assert_eq!(c.body["type"], "Microsoft.Cache/Redis");
+    assert_eq!(c.body["properties"]["provisioningState"], "Creating");
     assert_eq!(c.body["properties"]["hostName"], "cache1.redis.cache.windows.net");
     assert_eq!(c.body["properties"]["sslPort"], 6380);
     assert_eq!(c.body["properties"]["port"], 6379);
-    sim.wait_location(c.header("location").unwrap()).await;
+    let done = sim.wait_location(c.header("location").unwrap()).await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert_eq!(done.body["properties"]["provisioningState"], "Succeeded");
+    // An update answers 200 with the cache Updating and no operation headers: clients poll it.
     let u = sim.arm("PUT", &path, Some(body)).await;
     assert_eq!(u.status, StatusCode::OK);
     assert_eq!(u.body["properties"]["provisioningState"], "Updating");
-    let done = sim.wait_location(u.header("location").unwrap()).await;
-    assert_eq!(done.status, StatusCode::OK);
-    assert_eq!(done.body["properties"]["provisioningState"], "Succeeded");
+    assert!(u.header("location").is_none() && u.header("azure-asyncoperation").is_none());
+    sim.wait_field(&path, "/properties/provisioningState", "Succeeded").await;
 }
 
 #[tokio::test]
-async fn postgres_password_is_write_only() {
+async fn postgres_is_202_with_both_monitors_and_the_password_is_write_only() {
     let sim = Sim::start().await;
     sim.put_group(SUB, "rg1").await;
     let path =
         format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.DBforPostgreSQL/flexibleServers/pg-one");
     let body = json!({"location": "westeurope", "sku": {"name": "Standard_B1ms", "tier": "Burstable"},
                       "properties": {"administratorLogin": "citystack", "administratorLoginPassword": "hunter2", "version": "16"}});
+    // "Servers_CreateOrUpdate": 202 + Azure-AsyncOperation + Location + Retry-After, no body.
     let c = sim.arm("PUT", &path, Some(body)).await;
-    assert_eq!(c.status, StatusCode::CREATED);
-    assert_eq!(c.body["properties"]["state"], "Provisioning");
-    assert_eq!(c.body["properties"]["administratorLogin"], "citystack");
-    assert_eq!(c.body["properties"]["fullyQualifiedDomainName"], "pg-one.postgres.database.azure.com");
-    assert!(!c.body.to_string().contains("hunter2"));
-    assert!(c.body["properties"].get("administratorLoginPassword").is_none());
-    sim.wait_status(c.header("azure-asyncoperation").unwrap()).await;
+    assert_eq!(c.status, StatusCode::ACCEPTED);
+    assert!(c.body.is_null());
+    assert!(c.header("location").is_some() && c.header("retry-after").is_some());
+    let g = sim.arm("GET", &path, None).await;
+    assert_eq!(g.body["properties"]["state"], "Provisioning");
+    assert_eq!(g.body["properties"]["administratorLogin"], "citystack");
+    assert_eq!(g.body["properties"]["fullyQualifiedDomainName"], "pg-one.postgres.database.azure.com");
+    assert!(!g.body.to_string().contains("hunter2"));
+    assert!(g.body["properties"].get("administratorLoginPassword").is_none());
+    let status = sim.wait_status(c.header("azure-asyncoperation").unwrap()).await;
+    assert_eq!(status.body["status"], "Succeeded");
     let g = sim.arm("GET", &path, None).await;
     assert_eq!(g.body["properties"]["state"], "Ready");
     assert!(!g.body.to_string().contains("hunter2"));
 
-    let db = sim.arm("PUT", &format!("{path}/databases/app"), Some(json!({"properties": {"charset": "UTF8"}}))).await;
-    assert_eq!(db.status, StatusCode::CREATED);
-    assert_eq!(db.body["type"], "Microsoft.DBforPostgreSQL/flexibleServers/databases");
-    assert_eq!(db.body["name"], "app");
+    // "Databases_Create" is long-running too; "Databases_Delete" 202 then gone.
+    let db_path = format!("{path}/databases/app");
+    let db = sim.arm("PUT", &db_path, Some(json!({"properties": {"charset": "UTF8"}}))).await;
+    assert_eq!(db.status, StatusCode::ACCEPTED);
+    assert!(db.header("azure-asyncoperation").is_some());
+    sim.wait_status(db.header("azure-asyncoperation").unwrap()).await;
+    let got = sim.arm("GET", &db_path, None).await;
+    assert_eq!(got.body["type"], "Microsoft.DBforPostgreSQL/flexibleServers/databases");
+    assert_eq!(got.body["name"], "app");
+    let d = sim.arm("DELETE", &db_path, None).await;
+    assert_eq!(d.status, StatusCode::ACCEPTED);
+    assert_eq!(sim.wait_location(d.header("location").unwrap()).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(sim.arm("GET", &db_path, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(sim.arm("DELETE", &db_path, None).await.status, StatusCode::NO_CONTENT);
 }
 
 #[tokio::test]
@@ -194,7 +217,7 @@ async fn storage_names_are_global() {
     sim.put_group(SUB2, "rg9").await;
     sim.put_group(SUB, "rg2").await;
     let body = json!({"location": "westeurope", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"});
-    assert_eq!(sim.arm("PUT", &storage("shared1"), Some(body.clone())).await.status, StatusCode::CREATED);
+    assert_eq!(sim.arm("PUT", &storage("shared1"), Some(body.clone())).await.status, StatusCode::ACCEPTED);
     let other_sub =
         sim.arm("PUT", &rid(SUB2, "rg9", "Microsoft.Storage/storageAccounts/shared1"), Some(body.clone())).await;
     assert_eq!(other_sub.status, StatusCode::CONFLICT);
@@ -214,25 +237,35 @@ async fn storage_names_are_global() {
 }
 
 #[tokio::test]
-async fn delete_is_202_location_then_204_then_404() {
+async fn deletes_follow_each_kinds_contract() {
     let sim = Sim::start().await;
     sim.put_group(SUB, "rg1").await;
-    let c = sim.arm("PUT", &storage("acct1"), Some(json!({"location": "westeurope"}))).await;
+    // Redis: 202 + Location; the cache shows Deleting; the Location then answers 204; 404.
+    let redis = rid(SUB, "rg1", "Microsoft.Cache/Redis/cache1");
+    let c = sim.arm("PUT", &redis, Some(json!({"location": "westeurope"}))).await;
     sim.wait_location(c.header("location").unwrap()).await;
-    let d = sim.arm("DELETE", &storage("acct1"), None).await;
+    let d = sim.arm("DELETE", &redis, None).await;
     assert_eq!(d.status, StatusCode::ACCEPTED);
+    assert!(d.header("azure-asyncoperation").is_none());
     let loc = d.header("location").unwrap().to_string();
-    let polled = sim.arm("GET", &loc, None).await;
-    assert_eq!(polled.status, StatusCode::ACCEPTED);
-    let during = sim.arm("GET", &storage("acct1"), None).await;
+    assert_eq!(sim.arm("GET", &loc, None).await.status, StatusCode::ACCEPTED);
+    let during = sim.arm("GET", &redis, None).await;
     assert_eq!(during.body["properties"]["provisioningState"], "Deleting");
     let done = sim.wait_location(&loc).await;
     assert_eq!(done.status, StatusCode::NO_CONTENT);
+    assert_eq!(sim.arm("GET", &redis, None).await.status, StatusCode::NOT_FOUND);
+
+    // Storage: "StorageAccounts_Delete" is synchronous 200 (204 when missing); the name is free.
+    let c = sim.arm("PUT", &storage("acct1"), Some(json!({"location": "westeurope"}))).await;
+    sim.wait_location(c.header("location").unwrap()).await;
+    let d = sim.arm("DELETE", &storage("acct1"), None).await;
+    assert_eq!(d.status, StatusCode::OK);
+    assert!(d.header("location").is_none());
     assert_eq!(sim.arm("GET", &storage("acct1"), None).await.status, StatusCode::NOT_FOUND);
-    // The name is free again.
+    assert_eq!(sim.arm("DELETE", &storage("acct1"), None).await.status, StatusCode::NO_CONTENT);
     assert_eq!(
         sim.arm("PUT", &storage("acct1"), Some(json!({"location": "westeurope"}))).await.status,
-        StatusCode::CREATED
+        StatusCode::ACCEPTED
     );
 }
 
@@ -255,10 +288,16 @@ async fn child_resources_and_listing() {
     assert_eq!(sim.arm("DELETE", &format!("{containers}/raw"), None).await.status, StatusCode::OK);
     assert_eq!(sim.arm("GET", &format!("{containers}/raw"), None).await.status, StatusCode::NOT_FOUND);
 
-    let queue =
-        sim.arm("PUT", &format!("{}/queueServices/default/queues/jobs", storage("acct1")), Some(json!({}))).await;
-    assert_eq!(queue.status, StatusCode::CREATED);
+    // "Queue_Create" answers 200 (also when new); "Queue_Delete" 204.
+    let queue_path = format!("{}/queueServices/default/queues/jobs", storage("acct1"));
+    let queue = sim.arm("PUT", &queue_path, Some(json!({}))).await;
+    assert_eq!(queue.status, StatusCode::OK);
     assert_eq!(queue.body["type"], "Microsoft.Storage/storageAccounts/queueServices/queues");
+    sim.arm("PUT", &format!("{}/queueServices/default/queues/other", storage("acct1")), Some(json!({}))).await;
+    assert_eq!(
+        sim.arm("DELETE", &format!("{}/queueServices/default/queues/other", storage("acct1")), None).await.status,
+        StatusCode::NO_CONTENT
+    );
 
     // Only top-level resources are listed in the group.
     let res = sim.arm("GET", &format!("/subscriptions/{SUB}/resourceGroups/rg1/resources"), None).await;
@@ -282,10 +321,16 @@ async fn generic_types_are_echoed() {
     assert_eq!(g.body["sku"]["name"], "Standard");
 }
 
+/// PUT that must succeed (200, 201 or 202); answers the resource once its creation is done.
 async fn created(sim: &Sim, path: &str, body: Value) -> Resp {
     let r = sim.arm("PUT", path, Some(body)).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    r
+    assert!(r.status.is_success(), "{} {:?}", r.status, r.body);
+    if let Some(url) = r.header("location") {
+        sim.wait_location(url).await;
+    }
+    let got = sim.arm("GET", path, None).await;
+    assert_eq!(got.status, StatusCode::OK);
+    if r.body.is_null() { got } else { r }
 }
 
 #[tokio::test]
@@ -376,4 +421,64 @@ async fn list_keys_shapes_and_regeneration() {
     let after = sim.arm("POST", &format!("{redis}/listKeys"), None).await;
     assert_ne!(after.body["primaryKey"], before.body["primaryKey"]);
     assert_ne!(after.body["secondaryKey"], before.body["secondaryKey"]);
+}
+
+#[tokio::test]
+async fn resource_list_is_paged_with_next_link() {
+    let sim = Sim::start().await;
+    sim.put_group(SUB, "rg1").await;
+    for i in 0..5 {
+        let r = sim
+            .arm(
+                "PUT",
+                &rid(SUB, "rg1", &format!("Microsoft.Web/sites/site{i}")),
+                Some(json!({"location": "westeurope"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let list = format!("/subscriptions/{SUB}/resourceGroups/rg1/resources");
+    // The default page (1000) holds everything: no nextLink.
+    let all = sim.arm("GET", &list, None).await;
+    assert_eq!(all.body["value"].as_array().unwrap().len(), 5);
+    assert!(all.body.get("nextLink").is_none());
+
+    let s = sim.admin("PUT", "/_admin/settings", Some(json!({"pageSize": 2}))).await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert_eq!(s.body["pageSize"], 2);
+    assert_eq!(sim.admin("GET", "/_admin/settings", None).await.body["pageSize"], 2);
+    assert_eq!(
+        sim.admin("PUT", "/_admin/settings", Some(json!({"pageSize": 0}))).await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Pages of 2, 2, 1; each nextLink is absolute, keeps the api-version and has a $skiptoken.
+    let mut names = Vec::new();
+    let mut page = sim.arm("GET", &list, None).await;
+    let mut pages = 1;
+    loop {
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        for v in page.body["value"].as_array().unwrap() {
+            names.push(v["name"].as_str().unwrap().to_string());
+        }
+        let Some(next) = page.body["nextLink"].as_str().map(str::to_string) else { break };
+        assert!(next.starts_with(&sim.server.endpoint), "{next}");
+        assert!(next.contains(&format!("api-version={API}")) && next.contains("%24skiptoken="), "{next}");
+        page = sim.arm("GET", &next, None).await;
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, vec!["site0", "site1", "site2", "site3", "site4"]);
+
+    // $top makes pages smaller still; a broken $skiptoken or $top is a 400.
+    let top = sim.arm("GET", &format!("{list}?api-version={API}&%24top=1"), None).await;
+    assert_eq!(top.body["value"].as_array().unwrap().len(), 1);
+    assert!(top.body["nextLink"].as_str().unwrap().contains("%24top=1"));
+    let bad = sim.arm("GET", &format!("{list}?api-version={API}&%24skiptoken=%21%21"), None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.code(), "InvalidSkipToken");
+    assert_eq!(
+        sim.arm("GET", &format!("{list}?api-version={API}&%24top=0"), None).await.status,
+        StatusCode::BAD_REQUEST
+    );
 }

@@ -28,7 +28,8 @@ async fn containers_and_queues_are_created_in_azurite() {
     sim.put_group(SUB, "rg1").await;
     let acct = rid(SUB, "rg1", &format!("Microsoft.Storage/storageAccounts/acct{suffix}"));
     let c = sim.arm("PUT", &acct, Some(json!({"location": "westeurope", "kind": "StorageV2"}))).await;
-    assert_eq!(c.status, StatusCode::CREATED);
+    assert_eq!(c.status, StatusCode::ACCEPTED);
+    let c = sim.wait_location(c.header("location").unwrap()).await;
     assert_eq!(c.body["properties"]["primaryEndpoints"]["blob"], format!("{}/", blob.trim_end_matches('/')));
     assert_eq!(c.body["properties"]["primaryEndpoints"]["queue"], format!("{}/", queue.trim_end_matches('/')));
     let keys = sim.arm("POST", &format!("{acct}/listKeys"), None).await;
@@ -41,15 +42,15 @@ async fn containers_and_queues_are_created_in_azurite() {
     assert_eq!(put.status, StatusCode::CREATED, "{:?}", put.body);
     assert!(probe.exists(Service::Blob, &container).await.unwrap(), "container exists in Azurite");
     let q = sim.arm("PUT", &format!("{acct}/queueServices/default/queues/{qname}"), Some(json!({}))).await;
-    assert_eq!(q.status, StatusCode::CREATED, "{:?}", q.body);
+    assert_eq!(q.status, StatusCode::OK, "{:?}", q.body);
     assert!(probe.exists(Service::Queue, &qname).await.unwrap(), "queue exists in Azurite");
 
     let del = sim.arm("DELETE", &format!("{acct}/blobServices/default/containers/{container}"), None).await;
     assert_eq!(del.status, StatusCode::OK);
     assert!(!probe.exists(Service::Blob, &container).await.unwrap(), "container deleted from Azurite");
 
-    // Deleting the account (long-running) removes its queues from Azurite when it completes.
+    // Deleting the account (synchronous, like the real one) removes its queues from Azurite.
     let d = sim.arm("DELETE", &acct, None).await;
-    sim.wait_location(d.header("location").unwrap()).await;
+    assert_eq!(d.status, StatusCode::OK);
     assert!(!probe.exists(Service::Queue, &qname).await.unwrap(), "queue deleted with its account");
 }

@@ -143,6 +143,54 @@ impl Sim {
     }
 }
 
+/// A response read as bytes (for bodies that are not JSON).
+pub struct RawResp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl RawResp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Sim {
+    /// An authenticated ARM call whose answer is read as bytes.
+    pub async fn arm_raw(&self, method: &str, path: &str, body: Option<Value>) -> RawResp {
+        let url = if path.starts_with("https://") {
+            path.to_string()
+        } else if path.contains('?') {
+            self.url(path)
+        } else {
+            format!("{}?api-version={API}", self.url(path))
+        };
+        let mut req = self.http.request(method.parse().expect("method"), url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("send");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.expect("body").to_vec();
+        RawResp { status, headers, body }
+    }
+
+    /// Polls GET `path` until `pointer` in its body equals `want`.
+    pub async fn wait_field(&self, path: &str, pointer: &str, want: &str) -> Resp {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.arm("GET", path, None).await;
+            if r.body.pointer(pointer).and_then(Value::as_str) == Some(want) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{path}: {pointer} never became {want}: {:?}", r.body);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 pub fn rid(sub: &str, rg: &str, tail: &str) -> String {
     format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/{tail}")
 }

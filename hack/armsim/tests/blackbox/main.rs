@@ -4,6 +4,7 @@
 mod arm;
 mod azurite;
 mod common;
+mod contract;
 mod faults_and_admin;
 mod sdk;
 mod token;
