@@ -157,7 +157,24 @@ pub async fn write_status<K: WithStatus>(
     }
     writer.may_write()?;
     let api: Api<K> = Api::namespaced(writer.client.clone(), &object.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    // Server-side apply removes only fields this manager owns: a field someone else wrote
+    // (e.g. status.operation) and that the new status leaves out is sent empty (null, [] or
+    // {}), which takes it over and clears it. Status is computed here, never taken from others.
+    let mut body = serde_json::to_value(status).map_err(|e| Error::encoding(format!("{} status", K::kind(&())), e))?;
+    if let (Some(serde_json::Value::Object(previous)), Some(new)) =
+        (object.status().and_then(|s| serde_json::to_value(s).ok()), body.as_object_mut())
+    {
+        for (key, value) in previous {
+            // The same JSON type, emptied: a list or map must stay one for readers.
+            let empty = match value {
+                serde_json::Value::Array(_) => serde_json::json!([]),
+                serde_json::Value::Object(_) => serde_json::json!({}),
+                _ => serde_json::Value::Null,
+            };
+            new.entry(key.clone()).or_insert(empty);
+        }
+    }
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": body});
     api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(|e| Error::kube(format!("write {} status", K::kind(&())), e))?;

@@ -38,6 +38,29 @@ alive() {
   tr '\0' '\n' <"/proc/$pid/cmdline" | head -1 | grep -qx "$bin/$name"
 }
 
+# For a daemon this run started: it is our child, so its pid cannot be reused before we reap
+# it, and checking it does not depend on the exec chain (setsid, nohup, binary) having
+# finished, which on a loaded machine it may not have. A zombie is a daemon that exited.
+declare -A started=()
+running() {
+  local pid=${started[$1]:-}
+  [ -n "$pid" ] || { alive "$1"; return; }
+  [ -r "/proc/$pid/stat" ] || return 1
+  [ "$(cut -d' ' -f3 "/proc/$pid/stat")" != Z ]
+}
+
+# Fails naming why a daemon we started is gone: its exit status, or the signal that ended
+# it. `wait` must run in this shell (not a command substitution) to reap our own child.
+gone() { # name while...
+  local name=$1 pid=${started[$1]:-} rc=0 how=exited; shift
+  if [ -n "$pid" ]; then
+    wait "$pid" 2>/dev/null || rc=$?
+    how="exited with status $rc"
+    [ "$rc" -le 128 ] || how="was killed by signal $((rc - 128))"
+  fi
+  fail "$name" "$name $how $*"
+}
+
 apiserver_ready() {
   "$kubectl" --kubeconfig "$state/kubeconfig" --request-timeout=5s get --raw=/readyz >/dev/null 2>&1
 }
@@ -73,7 +96,7 @@ fail() {
 wait_for() {
   local name=$1 what=$2 check=$3 deadline=$(( $(date +%s) + timeout ))
   until $check; do
-    alive "$name" || fail "$name" "$name exited while waiting for $what"
+    running "$name" || gone "$name" "while waiting for $what"
     [ "$(date +%s)" -lt "$deadline" ] || fail "$name" "$what not reached within ${timeout}s"
     sleep 0.2
   done
@@ -224,6 +247,7 @@ start() { # name args...
   : >"$state/$name.log"
   setsid nohup "$bin/$name" "$@" </dev/null >>"$state/$name.log" 2>&1 &
   echo $! >"$state/$name.pid"
+  started[$name]=$!
 }
 
 # Plain HTTP on loopback: only this machine can reach it and it saves an etcd PKI.
@@ -352,7 +376,7 @@ printf '%s' "$nodes" | "$kubectl" --kubeconfig "$pki/kwok.kubeconfig" apply -f -
 wait_for kwok "nodes Ready and untainted, default ServiceAccount present" cluster_usable
 
 for c in "${components[@]}"; do
-  alive "$c" || fail "$c" "$c exited during startup"
+  running "$c" || gone "$c" "during startup"
 done
 
 if ! [ "$state/kubeconfig" -ef "$kubeconfig_out" ]; then

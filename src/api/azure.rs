@@ -121,7 +121,10 @@ pub struct AzureResourceSpec {
     /// Azure subscription ID; else the stack's `spec.azure.subscriptionId`, else the
     /// credential's, else the operator's `--azure-subscription-id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 36), regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    #[schemars(
+        length(max = 36),
+        regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+    )]
     pub subscription_id: Option<String>,
 
     /// Resource group that holds the resource (ignored for kind ResourceGroup).

@@ -106,7 +106,10 @@ pub struct AzureDefaults {
     pub location: Option<String>,
     /// Subscription ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 36), regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    #[schemars(
+        length(max = 36),
+        regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+    )]
     pub subscription_id: Option<String>,
     /// Credential Secret (same namespace) for the stack's Azure resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -312,6 +312,7 @@ async fn delete_in_azure(object: &AzureResource, ctx: &Context, target: &Target)
             Ok(None)
         }
         Deletion::Blocked { message } => Ok(Some(Outcome::Deleting { message, blocked: true })),
+        Deletion::InProgress => Ok(Some(Outcome::Deleting { message: format!("ARM is deleting {id}"), blocked: false })),
         Deletion::Delete => {
             ctx.writer.may_write()?;
             let response = target

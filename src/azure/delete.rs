@@ -30,6 +30,8 @@ pub enum Deletion {
     },
     /// Send the DELETE.
     Delete,
+    /// ARM is deleting it already (`provisioningState: Deleting`): wait, do not send another.
+    InProgress,
 }
 
 /// Decides the deletion (pure). `resource` is the GET body (`None`: 404); `contents` is
@@ -40,6 +42,10 @@ pub fn decide(kind: AzureKind, owner: &str, resource: Option<&Value>, contents: 
     let Some(resource) = resource else { return Deletion::Gone };
     if !owned(resource, owner) {
         return Deletion::NotOurs;
+    }
+    let state = resource.pointer("/properties/provisioningState").and_then(Value::as_str);
+    if state.is_some_and(|s| s.eq_ignore_ascii_case("deleting")) {
+        return Deletion::InProgress;
     }
     if kind != AzureKind::ResourceGroup {
         return Deletion::Delete;

@@ -279,3 +279,92 @@ async fn key_vault_gets_the_credentials_tenant() {
     assert_eq!(vault.pointer("/properties/tenantId"), Some(&json!(crate::azure::TENANT)), "{vault}");
     harness::delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_survives_every_untrusted_answer() {
+    let (client, ns, sim, operator) = setup("faults", Duration::from_millis(300), 300).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+    harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-faults", "location": "eastus"}))).await;
+    wait_azr_ready(&api, "rg").await;
+    // One cache per fault; each fault hits that cache's first matching request only.
+    let faults = [
+        ("zero", json!({"method": "GET", "status": 503, "retryAfterRaw": "0"})),
+        ("dated", json!({"method": "GET", "status": 429, "retryAfterRaw": "Wed, 21 Oct 2015 07:28:00 GMT"})),
+        ("garbage", json!({"method": "GET", "status": 429, "retryAfterRaw": "-1"})),
+        ("big", json!({"method": "GET", "bodyBytes": 9_437_184})),
+        ("html", json!({"method": "GET", "bodyRaw": "<html>502 Bad Gateway</html>"})),
+        (
+            "shapes",
+            json!({"method": "GET", "bodyPatch": {"properties": {"provisioningState": 7}, "tags": "not-an-object", "id": null}}),
+        ),
+        ("array", json!({"method": "POST", "bodyJson": ["not", "keys"]})),
+        ("elsewhere", json!({"method": "PUT", "operationHost": "attacker.example:8443"})),
+        (
+            "metadata",
+            json!({"method": "PUT", "location": "http://169.254.169.254/latest", "asyncOperation": "https://evil.example/steal"}),
+        ),
+    ];
+    for (name, fault) in &faults {
+        let mut fault = fault.clone();
+        fault["pathContains"] = json!(format!("redis/faults-{name}"));
+        let armed = sim.admin(reqwest::Method::POST, "/_admin/faults", Some(fault)).await;
+        assert!(armed.get("id").is_some(), "fault for {name} not armed: {armed}");
+        let spec = json!({"kind": "RedisCache", "name": format!("faults-{name}"), "resourceGroup": "rg-faults", "location": "eastus"});
+        harness::apply(&api, &azr(name, spec)).await;
+    }
+    // Every object converges once its fault has passed, and the process never exits.
+    for (name, _) in &faults {
+        wait_azr_ready(&api, name).await;
+        assert_eq!(operator.readyz().await.0, 200, "the operator is still serving after {name}");
+    }
+    let requests = sim.requests().await;
+    assert!(
+        !requests.iter().any(|(_, p)| p.contains("steal") || p.contains("latest")),
+        "an untrusted operation URL was followed"
+    );
+    // The value that used to overflow and exit the process: capped to 15 minutes. (It pauses
+    // this subscription and principal, so it comes last.)
+    let fault = json!({"method": "GET", "pathContains": "redis/faults-huge", "status": 429, "retryAfterRaw": "18446744073709551615"});
+    sim.admin(reqwest::Method::POST, "/_admin/faults", Some(fault)).await;
+    let spec = json!({"kind": "RedisCache", "name": "faults-huge", "resourceGroup": "rg-faults", "location": "eastus"});
+    harness::apply(&api, &azr("huge", spec)).await;
+    let huge = wait_azr(&api, "huge", "throttled for the capped wait", |o| {
+        condition(o, "Ready").is_some_and(|c| c.1 == "AzureThrottled" && c.2.contains("retrying in 900s"))
+    })
+    .await;
+    assert_eq!(operator.readyz().await.0, 200, "the operator is still serving: {huge:?}");
+    assert!(!operator.log().contains("panicked"), "a panic in the operator log");
+    harness::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_deletion_reads_every_page() {
+    let (client, ns, sim, _operator) = setup("pages", Duration::from_millis(300), 300).await;
+    sim.admin(reqwest::Method::PUT, "/_admin/settings", Some(json!({"pageSize": 2}))).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"kind": "ResourceGroup", "name": "rg-pages", "location": "eastus", "deletionPolicy": "Delete"});
+    harness::apply(&api, &azr("rg", spec)).await;
+    wait_azr_ready(&api, "rg").await;
+    // Five resources nobody owns: with two per page, the last one is on page three.
+    for i in 0..5 {
+        let id = format!("{}/providers/Microsoft.Web/sites/page-site-{i}", group("rg-pages"));
+        sim.foreign_put(&id, json!({"location": "eastus", "properties": {}})).await;
+    }
+    api.delete("rg", &Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    let blocked = wait_azr(&api, "rg", "blocked naming five", |o| {
+        condition(o, "Stalled").is_some_and(|c| c.0 == "True" && c.2.contains("5 resource(s)"))
+    })
+    .await;
+    assert!(condition(&blocked, "Stalled").is_some_and(|c| c.2.contains("page-site-4")), "{blocked:?}");
+    assert_eq!(count(&sim, "DELETE", "resourceGroups/rg-pages").await, 0);
+    for i in 0..5 {
+        let id = format!("{}/providers/Microsoft.Web/sites/page-site-{i}", group("rg-pages"));
+        sim.admin(reqwest::Method::DELETE, &format!("/_admin/resources?id={id}"), None).await;
+    }
+    wait_until("the group's deletion completes", DEADLINE, || async {
+        api.get_opt("rg").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(count(&sim, "DELETE", "resourceGroups/rg-pages").await, 1);
+    harness::delete_namespace(&client, &ns).await;
+}
