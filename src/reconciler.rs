@@ -192,6 +192,21 @@ pub async fn publish<K: Resource<DynamicType = ()>>(recorder: &Recorder, object:
     }
 }
 
+/// Predicate for a controller's own objects: changes only when something the reconcile acts on
+/// changes (generation, i.e. the spec; annotations; finalizers; deletion), never for a status
+/// write. Without it each status write wakes the object again, and a status that differs at
+/// every turn (a countdown) would turn into a write loop. Use with `predicate_filter`.
+pub fn intent<K: Resource>(object: &K) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hasher};
+    let meta = object.meta();
+    let mut hasher = DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Drops what reconciles never read from cached objects (managedFields).
 pub fn strip<K: Resource>(object: &mut K) {
     object.managed_fields_mut().clear();
@@ -290,6 +305,34 @@ mod tests {
 
     fn statuses(v: &Verdict) -> [bool; 3] {
         v.conditions().map(|c| c.status)
+    }
+
+    #[test]
+    fn only_what_the_reconcile_acts_on_wakes_an_object() {
+        let object: AzureResource = serde_json::from_value(serde_json::json!({
+            "apiVersion": "citystack.io/v1alpha1", "kind": "AzureResource",
+            "metadata": {"name": "db", "namespace": "ns", "generation": 1},
+            "spec": {"kind": "ResourceGroup", "name": "rg"}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let before = intent(&object);
+        let mut written = object.clone();
+        written.status = Some(AzureResourceStatus { azure_name: Some("rg".into()), ..Default::default() });
+        written.metadata.resource_version = Some("7".into());
+        assert_eq!(intent(&written), before, "a status write alone");
+        let changes: [fn(&mut AzureResource); 4] = [
+            |o| o.metadata.generation = Some(2),
+            |o| {
+                o.annotations_mut().insert("citystack.io/abandon".into(), "true".into());
+            },
+            |o| o.finalizers_mut().push("citystack.io/azure".into()),
+            |o| o.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut changed = object.clone();
+            change(&mut changed);
+            assert_ne!(intent(&changed), before, "change {i}");
+        }
     }
 
     #[test]

@@ -58,9 +58,17 @@ pub struct ArmShared {
     /// `Retry-After` holds back every caller of that subscription, not only the one refused.
     paused: Arc<Mutex<HashMap<String, Instant>>>,
     metrics: Metrics,
-    /// One client per slot (a Secret's `<namespace>/<name>`), with the version it was built for.
-    clients: Arc<Mutex<HashMap<String, (String, Arm)>>>,
+    /// One client per slot (a Secret's `<namespace>/<name>`).
+    clients: Arc<Mutex<HashMap<String, CachedClient>>>,
 }
+
+/// A cached client: the credential version it was built for, and when it was last handed out.
+type CachedClient = (String, Arm, Instant);
+
+/// A client not asked for in this long is dropped (with its cached token) and built again on
+/// the next use: the table then holds only credentials in use, whatever the churn of
+/// namespaces and Secrets. Longer than any resync, so a quiet but live object keeps its client.
+pub const IDLE_CLIENT: Duration = Duration::from_secs(3 * 60 * 60);
 
 impl ArmShared {
     /// Shared state for `endpoint` with token scope `scope` and `per_second` requests per
@@ -91,11 +99,18 @@ impl ArmShared {
     /// client is kept per slot, so a new version replaces the old one.
     pub fn client(&self, key: &str, principal: &str, credential: Arc<dyn TokenCredential>) -> Arm {
         let (slot, version) = key.rsplit_once('/').unwrap_or((key, ""));
-        let cached =
-            self.clients.lock().ok().and_then(|c| c.get(slot).filter(|(v, _)| v == version).map(|e| e.1.clone()));
+        let now = Instant::now();
+        let cached = self.clients.lock().ok().and_then(|mut clients| {
+            clients.retain(|_, (_, _, used)| now.saturating_duration_since(*used) < IDLE_CLIENT);
+            let (_, arm, used) = clients.get_mut(slot).filter(|(v, _, _)| v == version)?;
+            *used = now;
+            Some(arm.clone())
+        });
         if let Some(arm) = cached {
             return arm;
         }
+        // Budget keys whose bucket is full again carry no state worth keeping.
+        self.budget.retain_recent();
         let auth: Arc<dyn Policy> = Arc::new(BearerTokenAuthorizationPolicy::new(credential, [self.scope.clone()]));
         let options = ClientOptions {
             transport: Some(self.transport.clone()),
@@ -113,7 +128,7 @@ impl ArmShared {
             principal: principal.to_owned(),
         };
         if let Ok(mut clients) = self.clients.lock() {
-            clients.insert(slot.to_owned(), (version.to_owned(), arm.clone()));
+            clients.insert(slot.to_owned(), (version.to_owned(), arm.clone(), now));
         }
         arm
     }

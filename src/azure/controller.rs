@@ -11,6 +11,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -97,7 +98,10 @@ pub async fn run(
                 health.set_ready();
             }
         })
-        .applied_objects();
+        .applied_objects()
+        // The recorded operation is read by the reconcile, so a change to it (by anyone) wakes
+        // the object; the rest of the status is the reconcile's own output.
+        .predicate_filter(reconciler::intent.combine(recorded_operation), Default::default());
     let reporter = Reporter { controller: "citystack".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
         writer: Writer { client: client.clone(), gate: leader.clone(), metrics },
@@ -118,6 +122,14 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+/// Predicate: the status field the reconcile follows (`status.operation`).
+fn recorded_operation(object: &AzureResource) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    object.status.as_ref().and_then(|s| s.operation.as_ref()).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Action> {
@@ -312,7 +324,9 @@ async fn delete_in_azure(object: &AzureResource, ctx: &Context, target: &Target)
             Ok(None)
         }
         Deletion::Blocked { message } => Ok(Some(Outcome::Deleting { message, blocked: true })),
-        Deletion::InProgress => Ok(Some(Outcome::Deleting { message: format!("ARM is deleting {id}"), blocked: false })),
+        Deletion::InProgress => {
+            Ok(Some(Outcome::Deleting { message: format!("ARM is deleting {id}"), blocked: false }))
+        }
         Deletion::Delete => {
             ctx.writer.may_write()?;
             let response = target
