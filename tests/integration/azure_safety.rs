@@ -12,7 +12,9 @@ use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::azure::{SUBSCRIPTION, Sim, azr, condition, credential_secret, merged, setup, wait_azr, wait_azr_ready};
+use crate::azure::{
+    SUBSCRIPTION, Sim, azr, binding_data, condition, credential_secret, merged, setup, wait_azr, wait_azr_ready,
+};
 use crate::harness::{self, DEADLINE, Operator, wait_until};
 
 fn group(name: &str) -> String {
@@ -57,6 +59,35 @@ async fn adopt_never_overwrites_and_defaults_to_orphan() {
     assert_eq!(body.get("location"), Some(&json!("eastus")), "the spec's location is not written: {body}");
     assert_eq!(body.pointer("/tags/team"), Some(&json!("city")), "{body}");
     assert_eq!(body.pointer("/tags/stack"), Some(&json!("tourism")), "{body}");
+
+    // An adopted PostgreSQL server's password is its owner's: without passwordSecretRef the
+    // binding leaves the key out and says so; with it the binding carries that Secret's value.
+    let pg_id = format!("{}/providers/Microsoft.DBforPostgreSQL/flexibleServers/legacy-pg", group("rg-adoptsafe"));
+    let owners = json!({"location": "eastus", "sku": {"name": "Standard_B1ms", "tier": "Burstable"},
+        "properties": {"administratorLogin": "cityadmin", "administratorLoginPassword": "chosen-by-owner", "version": "16"}});
+    sim.foreign_put(&pg_id, owners).await;
+    let pg_spec = json!({"kind": "PostgreSQLFlexibleServer", "mode": "Adopt", "name": "legacy-pg",
+        "resourceGroup": "rg-adoptsafe", "location": "eastus"});
+    harness::apply(&api, &azr("legacy-pg", pg_spec.clone())).await;
+    let pg = wait_azr_ready(&api, "legacy-pg").await;
+    let ready = condition(&pg, "Ready").unwrap_or_default();
+    assert!(ready.2.contains("no password"), "{ready:?}");
+    let data = binding_data(&client, &ns, &pg).await;
+    assert!(!data.contains_key("password"), "a password was made up: {:?}", data.keys());
+    assert_eq!(data.get("username").map(String::as_str), Some("cityadmin"));
+    let admin: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "legacy-pg-admin"}, "stringData": {"password": "chosen-by-owner"}}))
+    .unwrap_or_else(|e| panic!("{e}"));
+    harness::apply(&Api::<Secret>::namespaced(client.clone(), &ns), &admin).await;
+    let named = merged(&pg_spec, json!({"passwordSecretRef": {"name": "legacy-pg-admin", "key": "password"}}));
+    harness::apply(&api, &azr("legacy-pg", named)).await;
+    wait_until("the binding carries the owner's password", DEADLINE, || async {
+        let pg = api.get("legacy-pg").await.ok()?;
+        let data = binding_data(&client, &ns, &pg).await;
+        (data.get("password").map(String::as_str) == Some("chosen-by-owner")).then_some(())
+    })
+    .await;
+    assert_eq!(count(&sim, "PUT", &pg_id).await, 1, "only the owner's PUT: a PUT from citystack could set a password");
 
     // A name, resource group or subscription cannot change once set: a rename would point the
     // object at another resource.
