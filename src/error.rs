@@ -15,8 +15,15 @@ pub enum Category {
     DependencyCycle,
     /// A referenced object (a bound Secret, a Secret key) does not exist; retried on change.
     MissingReference,
-    /// A request to the Kubernetes API failed; retried with backoff.
+    /// A request to the Kubernetes API failed (5xx, 429, timeout, transport); retried with
+    /// backoff.
     KubeApi,
+    /// The API server refused a child for good (400, 403 by policy or RBAC, 409, 422): the same
+    /// request fails again, so it waits for a spec or child change (retried only at resync).
+    KubeRejected,
+    /// A child's name is taken by an object this stack does not control (another stack's, a
+    /// Helm release's, a hand-made one): never written; waits for a change.
+    Conflict,
     /// An object could not be encoded or decoded.
     Serialization,
     /// Azure refused the credential (401/403, bad secret, expired token).
@@ -42,6 +49,8 @@ impl Category {
             Category::DependencyCycle => "DependencyCycle",
             Category::MissingReference => "MissingReference",
             Category::KubeApi => "KubeApi",
+            Category::KubeRejected => "KubeRejected",
+            Category::Conflict => "Conflict",
             Category::Serialization => "Serialization",
             Category::AzureAuth => "AzureAuth",
             Category::AzureThrottled => "AzureThrottled",
@@ -58,6 +67,8 @@ impl Category {
             self,
             Category::InvalidSpec
                 | Category::DependencyCycle
+                | Category::KubeRejected
+                | Category::Conflict
                 | Category::AzureOperationFailed
                 | Category::AzureConflict
                 | Category::AzureRejected
@@ -87,8 +98,9 @@ pub enum Error {
     /// The components named form a `dependsOn` cycle, e.g. `a -> b -> a`.
     #[error("spec.components[].dependsOn forms a cycle: {0}")]
     DependencyCycle(String),
-    /// A Kubernetes API request failed.
-    #[error("{action}: {source}")]
+    /// A Kubernetes API request failed. Shown as the API server's own message (which names
+    /// the object and field), never the client's Debug dump.
+    #[error("{action}: {}", kube_message(source))]
     Kube {
         /// What was attempted, e.g. `apply Deployment web-api`.
         action: String,
@@ -138,6 +150,7 @@ impl Error {
         match self {
             Error::InvalidSpec(_) => Category::InvalidSpec,
             Error::DependencyCycle(_) => Category::DependencyCycle,
+            Error::Kube { source: kube::Error::Api(status), .. } if is_permanent(status.code) => Category::KubeRejected,
             Error::Kube { .. } | Error::NotLeader => Category::KubeApi,
             Error::Serialization { .. } => Category::Serialization,
             Error::Arm { source, .. } => match source {
@@ -182,6 +195,27 @@ impl Error {
     }
 }
 
+/// Whether an API server answer `code` is final: a 4xx other than 404 (the namespace or
+/// object may appear), 408 (timeout) and 429 (throttled). Kubernetes API conventions, "HTTP
+/// Status codes": 400 BadRequest, 403 Forbidden, 409 Conflict and 422 Invalid do not succeed
+/// on retry without a change.
+pub const fn is_permanent(code: u16) -> bool {
+    matches!(code, 400..=499) && !matches!(code, 404 | 408 | 429)
+}
+
+/// A client error as a person reads it: the API server's message with its code and reason
+/// (e.g. `Deployment.apps "web" is invalid: spec...: Duplicate value: "DB_HOST" (422
+/// Invalid)`), bounded; other errors by their own text.
+pub fn kube_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            let reason = if status.reason.is_empty() { String::new() } else { format!(" {}", status.reason) };
+            bounded(&format!("{} ({}{reason})", status.message, status.code), 768)
+        }
+        other => bounded(&other.to_string(), 768),
+    }
+}
+
 /// The result type of the controller.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -201,6 +235,35 @@ pub fn bounded(message: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_refusals_read_as_the_servers_message_and_stall() {
+        let status = kube::core::Status::failure(
+            "Deployment.apps \"web\" is invalid: spec.template.spec.containers[0].env[1].name: Duplicate value: \"DB_HOST\"",
+            "Invalid",
+        )
+        .with_code(422);
+        let error = Error::kube("apply Deployment web", kube::Error::Api(Box::new(status)));
+        let text = error.to_string();
+        assert!(text.starts_with("apply Deployment web: Deployment.apps \"web\" is invalid"), "{text}");
+        assert!(text.ends_with("(422 Invalid)"), "{text}");
+        assert!(!text.contains("Status {") && !text.contains("ApiError"), "{text}");
+        assert_eq!(error.category(), Category::KubeRejected);
+        assert!(error.category().stalls());
+        for (code, category) in [
+            (400, Category::KubeRejected),
+            (403, Category::KubeRejected),
+            (409, Category::KubeRejected),
+            (404, Category::KubeApi),
+            (408, Category::KubeApi),
+            (429, Category::KubeApi),
+            (500, Category::KubeApi),
+            (503, Category::KubeApi),
+        ] {
+            let status = kube::core::Status::failure("x", "y").with_code(code);
+            assert_eq!(Error::kube("a", kube::Error::Api(Box::new(status))).category(), category, "{code}");
+        }
+    }
 
     #[test]
     fn bounded_cuts_on_char_boundary() {

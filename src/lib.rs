@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod error;
 pub mod leader;
 pub mod naming;
+pub mod ownership;
 pub mod permissions;
 pub mod reconciler;
 pub mod run;

@@ -433,8 +433,11 @@ pub enum ComponentState {
     Progressing,
     /// Held back until its dependencies or bindings are Ready.
     Waiting,
-    /// Needs a change (e.g. its rollout exceeded progressDeadlineSeconds).
+    /// Needs a change (e.g. its rollout exceeded progressDeadlineSeconds, or the API server
+    /// refuses one of its children).
     Failed,
+    /// A child's name is taken by an object another owner controls; nothing of it is written.
+    Conflict,
 }
 
 /// Observed state of one binding.

@@ -16,6 +16,7 @@ use crate::api::{AzureResource, Mode};
 use crate::azure::kinds;
 use crate::error::{Category, Error, Result};
 use crate::naming::{self, FIELD_MANAGER};
+use crate::ownership::{self, Control};
 
 /// Largest password read from a user's Secret (bytes).
 const MAX_PASSWORD: usize = 256;
@@ -59,7 +60,7 @@ pub async fn admin_password(client: &Client, object: &AzureResource) -> Result<O
         };
     }
     let name = naming::binding_secret_name(&object.name_any());
-    let existing = api.get_opt(&name).await.map_err(|e| Error::kube(format!("get Secret {name}"), e))?;
+    let existing = ours(object, api.get_opt(&name).await.map_err(|e| Error::kube(format!("get Secret {name}"), e))?)?;
     if let Some(password) = existing
         .and_then(|s| s.data)
         .and_then(|d| d.get("password").cloned())
@@ -78,15 +79,31 @@ pub async fn admin_password(client: &Client, object: &AzureResource) -> Result<O
     Ok(Some(password))
 }
 
+/// The binding Secret as read, if this AzureResource controls it. A namesake someone else
+/// controls is neither read (it may hold their password) nor written.
+///
+/// Errors: `Conflict` naming the Secret and its owner.
+fn ours(object: &AzureResource, secret: Option<Secret>) -> Result<Option<Secret>> {
+    match ownership::control(secret.as_ref().map(|s| &s.metadata), &object.uid().unwrap_or_default()) {
+        Control::Foreign(owner) => Err(ownership::conflict(
+            &format!("Secret {}", naming::binding_secret_name(&object.name_any())),
+            &owner,
+            "delete or rename that Secret, or give this AzureResource another name",
+        )),
+        Control::Absent | Control::Ours => Ok(secret),
+    }
+}
+
 /// Applies the binding Secret (controller-owned by the AzureResource) when its data differs.
 ///
-/// Errors: reading or applying the Secret fails.
+/// Errors: `Conflict` when another owner holds the Secret's name; reading or applying the
+/// Secret fails.
 pub async fn write(client: &Client, object: &AzureResource, data: &BTreeMap<String, String>) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
     let name = naming::binding_secret_name(&object.name_any());
     let wanted: BTreeMap<String, ByteString> =
         data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes()))).collect();
-    let current = api.get_opt(&name).await.map_err(|e| Error::kube(format!("get Secret {name}"), e))?;
+    let current = ours(object, api.get_opt(&name).await.map_err(|e| Error::kube(format!("get Secret {name}"), e))?)?;
     if current.as_ref().and_then(|s| s.data.as_ref()) == Some(&wanted) {
         return Ok(());
     }

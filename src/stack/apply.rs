@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::api::{AzureResource, SolutionStack};
 use crate::error::{Error, Result};
 use crate::naming::{FIELD_MANAGER, label};
+use crate::ownership::{self, Control};
 use crate::stack::drift;
 use crate::stack::render::{ChildKind, DesiredChild};
 
@@ -41,13 +42,18 @@ pub struct Applied<K> {
 }
 
 /// Applies `child` unless the cached object already carries it (see [`drift::converged`]).
+/// An object of that name that `controller_uid` does not control is never written: the cache
+/// shows another stack's child; one the cache cannot show (no citystack labels: a Helm
+/// release's, a hand-made one) is looked up live before the first apply.
 ///
-/// Errors: `KubeApi` if the apply is rejected or fails; `Serialization` if the cached object
-/// cannot be encoded (a bug).
+/// Errors: `Conflict` naming the object and its owner; `KubeRejected` if the API server
+/// refuses the apply for good (4xx), `KubeApi` if it fails otherwise; `Serialization` if the
+/// cached object cannot be encoded (a bug).
 pub async fn apply_child<K>(
     writer: &Writer,
     cache: &Store<K>,
     namespace: &str,
+    controller_uid: &str,
     child: &DesiredChild,
 ) -> Result<Applied<K>>
 where
@@ -58,6 +64,22 @@ where
         + DeserializeOwned,
 {
     let cached = cache.get(&ObjectRef::new(&child.name).within(namespace));
+    let api: Api<K> = Api::namespaced(writer.client.clone(), namespace);
+    let live = match &cached {
+        Some(observed) => Some(observed.meta().clone()),
+        None => api
+            .get_metadata_opt(&child.name)
+            .await
+            .map_err(|e| Error::kube(format!("get {} {}", child.kind.as_str(), child.name), e))?
+            .map(|m| m.metadata),
+    };
+    if let Control::Foreign(owner) = ownership::control(live.as_ref(), controller_uid) {
+        let fix = match child.kind {
+            ChildKind::AzureResource => "rename the binding, or delete or rename that AzureResource",
+            ChildKind::Deployment | ChildKind::Service => "rename the component, or delete or rename that object",
+        };
+        return Err(ownership::conflict(&format!("{} {}", child.kind.as_str(), child.name), &owner, fix));
+    }
     if let Some(observed) = &cached {
         let value = serde_json::to_value(observed.as_ref())
             .map_err(|e| Error::encoding(format!("{} {}", child.kind.as_str(), child.name), e))?;
@@ -67,7 +89,6 @@ where
         }
     }
     writer.may_write()?;
-    let api: Api<K> = Api::namespaced(writer.client.clone(), namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let object = api
         .patch(&child.name, &params, &Patch::Apply(&child.object))

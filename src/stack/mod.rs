@@ -30,6 +30,7 @@ use crate::backoff::Backoff;
 use crate::error::{Error, Result, bounded};
 use crate::leader::LeaderGate;
 use crate::naming;
+use crate::ownership;
 use crate::reconciler;
 use crate::telemetry::{Health, Metrics};
 use render::ChildKind;
@@ -277,39 +278,42 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     });
     let desired = render::render(stack, owner.as_ref(), &resolve::ready_bindings(&bindings))?;
 
-    // What the caches hold now; applies below replace entries with their responses.
+    // What the caches hold now, of what this stack controls (a namesake of another owner is
+    // neither shown nor counted); applies below replace entries with their responses.
     let stack_name = stack.name_any();
+    let uid = stack.uid().unwrap_or_default();
     let mut deployments: BTreeMap<String, Deployment> = BTreeMap::new();
     let mut services: BTreeMap<String, String> = BTreeMap::new();
     for component in &stack.spec.components {
         let child = naming::child_name(&stack_name, &component.name);
-        if let Some(d) = ctx.deployments.get(&ObjectRef::new(&child).within(&namespace)) {
+        let deployment = ctx.deployments.get(&ObjectRef::new(&child).within(&namespace));
+        if let Some(d) = deployment.filter(|d| ownership::controls(d.meta(), &uid)) {
             deployments.insert(component.name.clone(), d.as_ref().clone());
         }
-        if ctx.services.get(&ObjectRef::new(&child).within(&namespace)).is_some() {
+        let service = ctx.services.get(&ObjectRef::new(&child).within(&namespace));
+        if service.is_some_and(|s| ownership::controls(s.meta(), &uid)) {
             services.insert(component.name.clone(), format!("{child}.{namespace}.svc"));
         }
     }
 
-    // 4. apply, dependencies first; 5. prune
+    // 4. apply, dependencies first; 5. prune. A component that fails is reported on its own;
+    // the others (except its dependents) and pruning go on.
     let mut plans = BTreeMap::new();
     let mut changes = Vec::new();
-    let mut transient: Option<Error> = None;
+    let mut failures: Vec<Error> = Vec::new();
     let spec_error = validated.as_ref().err();
     if let (Ok(validated), false) = (&validated, stack.spec.paused) {
         let mut keep = BTreeSet::new();
         // Azure bindings first: components wait for them, so they must not wait for components.
         for child in desired.iter().filter(|c| c.kind == ChildKind::AzureResource) {
             keep.insert((child.kind, child.name.clone()));
-            if transient.is_some() {
-                continue;
-            }
-            match apply::apply_child::<AzureResource>(&ctx.writer, &ctx.azure, &namespace, child).await {
+            match apply::apply_child::<AzureResource>(&ctx.writer, &ctx.azure, &namespace, &uid, child).await {
                 Ok(applied) => changes.extend(applied.change),
-                Err(error) => transient = Some(error),
+                Err(error @ Error::NotLeader) => return Err(error),
+                Err(error) => failures.push(error),
             }
         }
-        for name in validated.order.iter().filter(|_| transient.is_none()) {
+        for name in &validated.order {
             let Some(component) = stack.spec.components.iter().find(|c| &c.name == name) else {
                 continue;
             };
@@ -322,29 +326,23 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
                 plans.insert(name.clone(), Plan::Held(waits));
                 continue;
             }
-            match apply_component(
-                ctx,
-                &namespace,
-                desired.iter().filter(|c| &c.component == name),
-                &mut deployments,
-                &mut services,
-                &mut keep,
-            )
-            .await
-            {
-                Ok(mut applied) => changes.append(&mut applied),
+            let children = desired.iter().filter(|c| &c.component == name);
+            match apply_component(ctx, &namespace, &uid, children, &mut deployments, &mut services, &mut keep).await {
+                Ok(mut applied) => {
+                    changes.append(&mut applied);
+                    plans.insert(name.clone(), Plan::Applied);
+                }
+                Err(error @ Error::NotLeader) => return Err(error),
                 Err(error) => {
-                    transient = Some(error);
-                    break;
+                    plans.insert(name.clone(), Plan::Failed { category: error.category(), message: error.to_string() });
+                    failures.push(error);
                 }
             }
-            plans.insert(name.clone(), Plan::Applied);
         }
-        if transient.is_none() {
-            match apply::prune(&ctx.writer, &ctx.deployments, &ctx.services, &ctx.azure, stack, &keep).await {
-                Ok(mut pruned) => changes.append(&mut pruned),
-                Err(error) => transient = Some(error),
-            }
+        match apply::prune(&ctx.writer, &ctx.deployments, &ctx.services, &ctx.azure, stack, &keep).await {
+            Ok(mut pruned) => changes.append(&mut pruned),
+            Err(error @ Error::NotLeader) => return Err(error),
+            Err(error) => failures.push(error),
         }
     }
     for change in &changes {
@@ -358,13 +356,18 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
         )
         .await;
     }
+    // A failure that needs a person (a conflict, a refused child) is Stalled; one that heals
+    // by itself is retried with backoff.
+    let first_permanent = failures.iter().position(|e| e.category().stalls());
+    let first_transient = failures.iter().position(|e| !e.category().stalls());
 
     // 6. status (pure), written only when it changed
     let now = Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
     let observation = Observation {
         stack,
         spec_error,
-        transient_error: transient.as_ref(),
+        child_error: first_permanent.and_then(|i| failures.get(i)),
+        transient_error: first_transient.and_then(|i| failures.get(i)),
         bindings: &bindings,
         plans: &plans,
         deployments: &deployments,
@@ -373,8 +376,18 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     let status = status::compute(&observation, &now);
     write_status(ctx, stack, status).await?;
 
-    if let Some(error) = transient {
-        return Err(error);
+    for error in failures.iter().filter(|e| e.category().stalls()) {
+        ctx.writer.metrics.reconcile_failed(CONTROLLER, error.category());
+        warn!(category = %error.category(), %error, "child not written");
+    }
+    if let Some(i) = first_transient {
+        return Err(failures.swap_remove(i));
+    }
+    if first_permanent.is_some() {
+        // The same request fails again: no hot retry. A change of the stack or of an owned
+        // child wakes it; the resync retries in case what refused it (a policy, the other
+        // owner's object) went away.
+        return Ok(Action::requeue(ctx.resync));
     }
     if let Err(error) = validated {
         ctx.writer.metrics.reconcile_failed(CONTROLLER, error.category());
@@ -409,6 +422,7 @@ fn waits_for(
         }
         let why = match (plans.get(dep), deployments.get(dep).map(status::rollout)) {
             (Some(Plan::Held(_)), _) => "waiting for its own dependencies".to_owned(),
+            (Some(Plan::Failed { .. }), _) => "it failed (see its status)".to_owned(),
             (_, None) => "Deployment not created yet".to_owned(),
             (_, Some(Rollout::Complete)) => continue,
             (_, Some(Rollout::Progressing(why) | Rollout::Failed(why))) => why,
@@ -421,6 +435,7 @@ fn waits_for(
 async fn apply_component<'a>(
     ctx: &Context,
     namespace: &str,
+    uid: &str,
     children: impl Iterator<Item = &'a render::DesiredChild>,
     deployments: &mut BTreeMap<String, Deployment>,
     services: &mut BTreeMap<String, String>,
@@ -431,12 +446,12 @@ async fn apply_component<'a>(
         keep.insert((child.kind, child.name.clone()));
         match child.kind {
             ChildKind::Deployment => {
-                let applied = apply::apply_child(&ctx.writer, &ctx.deployments, namespace, child).await?;
+                let applied = apply::apply_child(&ctx.writer, &ctx.deployments, namespace, uid, child).await?;
                 deployments.insert(child.component.clone(), applied.object);
                 changes.extend(applied.change);
             }
             ChildKind::Service => {
-                let applied = apply::apply_child::<Service>(&ctx.writer, &ctx.services, namespace, child).await?;
+                let applied = apply::apply_child::<Service>(&ctx.writer, &ctx.services, namespace, uid, child).await?;
                 services.insert(child.component.clone(), format!("{}.{namespace}.svc", child.name));
                 changes.extend(applied.change);
             }

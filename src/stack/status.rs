@@ -37,6 +37,14 @@ pub enum Plan {
     Applied,
     /// Held back: each entry names a dependency and why it is not Ready.
     Held(Vec<(String, String)>),
+    /// A child could not be written: a name another owner holds (`Conflict`), a child the API
+    /// server refuses (`KubeRejected`), or a transient failure being retried.
+    Failed {
+        /// The error's category.
+        category: Category,
+        /// The error's message (names the child and the field).
+        message: String,
+    },
 }
 
 /// Everything status computation looks at.
@@ -45,6 +53,8 @@ pub struct Observation<'a> {
     pub stack: &'a SolutionStack,
     /// The spec-level failure that stops the reconcile (invalid spec, cycle), if any.
     pub spec_error: Option<&'a Error>,
+    /// The first child that needs a person (a conflict, a refused child), if any.
+    pub child_error: Option<&'a Error>,
     /// A transient failure of this reconcile (API error), if any.
     pub transient_error: Option<&'a Error>,
     /// The state of each binding, by name.
@@ -173,11 +183,24 @@ fn component_status(obs: &Observation<'_>, name: &str) -> ComponentStatus {
         status.ready_replicas = s.ready_replicas.unwrap_or(0);
         status.updated_replicas = s.updated_replicas.unwrap_or(0);
     }
-    if let Some(Plan::Held(waits)) = obs.plans.get(name) {
-        status.state = ComponentState::Waiting;
-        status.waiting_for = waits.iter().map(|(dep, _)| dep.clone()).collect();
-        status.message = Some(waits.iter().map(|(dep, why)| format!("{dep}: {why}")).collect::<Vec<_>>().join("; "));
-        return status;
+    match obs.plans.get(name) {
+        Some(Plan::Held(waits)) => {
+            status.state = ComponentState::Waiting;
+            status.waiting_for = waits.iter().map(|(dep, _)| dep.clone()).collect();
+            status.message =
+                Some(waits.iter().map(|(dep, why)| format!("{dep}: {why}")).collect::<Vec<_>>().join("; "));
+            return status;
+        }
+        Some(Plan::Failed { category, message }) => {
+            status.state = match category {
+                Category::Conflict => ComponentState::Conflict,
+                c if c.stalls() => ComponentState::Failed,
+                _ => ComponentState::Progressing,
+            };
+            status.message = Some(if category.stalls() { message.clone() } else { format!("retrying: {message}") });
+            return status;
+        }
+        Some(Plan::Applied) | None => {}
     }
     match deployment.map(rollout) {
         None => {
@@ -234,9 +257,12 @@ fn conditions(obs: &Observation<'_>, components: &[ComponentStatus], ready_count
         })
         .collect();
 
-    // Order of precedence: a spec that needs a change, a failed rollout, a stalled binding, a
+    // Order of precedence: a spec that needs a change, a child that cannot be written, a
+    // failed rollout, a stalled binding, a
     // transient error, waiting, rolling out, ready.
-    let (ready, reconciling, stalled): (ConditionSpec, Verdict, Verdict) = if let Some(error) = obs.spec_error {
+    let (ready, reconciling, stalled): (ConditionSpec, Verdict, Verdict) = if let Some(error) =
+        obs.spec_error.or(obs.child_error)
+    {
         let reason = error.category().as_str().to_owned();
         (ConditionSpec::new("Ready", false, reason.clone(), error.to_string()), None, Some((reason, error.to_string())))
     } else if let Some(failed) = components.iter().find(|c| c.state == ComponentState::Failed) {
@@ -353,6 +379,7 @@ mod tests {
         let obs = Observation {
             stack,
             spec_error: None,
+            child_error: None,
             transient_error: None,
             bindings: &bindings,
             plans: &plans,
@@ -377,6 +404,7 @@ mod tests {
                 &Observation {
                     stack: &s,
                     spec_error: None,
+                    child_error: None,
                     transient_error: None,
                     bindings: &bindings,
                     plans: &plans,
@@ -462,6 +490,7 @@ mod tests {
         let obs = Observation {
             stack: &s,
             spec_error: Some(&error),
+            child_error: None,
             transient_error: None,
             bindings: &bindings,
             plans: &plans,
@@ -476,6 +505,91 @@ mod tests {
     }
 
     #[test]
+    fn a_child_that_cannot_be_written_is_reported_on_its_component() {
+        let s = stack(&["web", "api"]);
+        let conflict =
+            crate::ownership::conflict("Service s-api", "Helm release shop", "rename the component, or delete it");
+        let refused = Error::refused(Category::KubeRejected, "apply Deployment s-web: Duplicate value: \"DB_HOST\"");
+        let busy = Error::refused(Category::KubeApi, "apply Deployment s-web: etcd timeout");
+        // (plan of api, the stack's child error, the transient error) ->
+        // (api state, Ready reason, Stalled, Reconciling)
+        type Row<'a> = (
+            &'a str,
+            Category,
+            &'a str,
+            Option<&'a Error>,
+            Option<&'a Error>,
+            ComponentState,
+            &'a str,
+            &'a str,
+            &'a str,
+        );
+        let rows: [Row<'_>; 3] = [
+            (
+                "conflict",
+                Category::Conflict,
+                "Service s-api already exists",
+                Some(&conflict),
+                None,
+                ComponentState::Conflict,
+                "Conflict",
+                "True",
+                "False",
+            ),
+            (
+                "refused",
+                Category::KubeRejected,
+                "Duplicate value",
+                Some(&refused),
+                None,
+                ComponentState::Failed,
+                "KubeRejected",
+                "True",
+                "False",
+            ),
+            (
+                "transient",
+                Category::KubeApi,
+                "etcd timeout",
+                None,
+                Some(&busy),
+                ComponentState::Progressing,
+                "KubeApi",
+                "False",
+                "True",
+            ),
+        ];
+        for (name, category, message, child_error, transient_error, state, reason, stalled, reconciling) in rows {
+            let plans = BTreeMap::from([
+                ("web".to_owned(), Plan::Applied),
+                ("api".to_owned(), Plan::Failed { category, message: message.into() }),
+            ]);
+            let deployments = BTreeMap::from([("web".to_owned(), deployment(1, 1, 1, 1, 1))]);
+            let (bindings, services) = (BTreeMap::new(), BTreeMap::new());
+            let obs = Observation {
+                stack: &s,
+                spec_error: None,
+                child_error,
+                transient_error,
+                bindings: &bindings,
+                plans: &plans,
+                deployments: &deployments,
+                services: &services,
+            };
+            let status = compute(&obs, &at(1));
+            let api = status.components.iter().find(|c| c.name == "api").unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(api.state, state, "{name}");
+            assert!(api.message.as_deref().unwrap_or_default().contains(message), "{name}: {api:?}");
+            let web = status.components.iter().find(|c| c.name == "web").unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(web.state, ComponentState::Ready, "{name}: the other component goes on");
+            assert_eq!(cond(&status, "Ready").reason, reason, "{name}");
+            assert_eq!(cond(&status, "Stalled").status, stalled, "{name}");
+            assert_eq!(cond(&status, "Reconciling").status, reconciling, "{name}");
+            assert_eq!(status.ready.as_deref(), Some("1/2"), "{name}");
+        }
+    }
+
+    #[test]
     fn recomputing_an_unchanged_state_gives_an_equal_status() {
         let mut s = stack(&["a"]);
         let first = observe(&s, BTreeMap::from([("a".into(), deployment(1, 1, 1, 1, 1))]), BTreeMap::new());
@@ -486,6 +600,7 @@ mod tests {
         let obs = Observation {
             stack: &s,
             spec_error: None,
+            child_error: None,
             transient_error: None,
             bindings: &bindings,
             plans: &plans,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use citystack::api::{AzureResource, SolutionStack};
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::azure::{
@@ -402,5 +402,33 @@ async fn group_deletion_reads_every_page() {
     })
     .await;
     assert_eq!(count(&sim, "DELETE", "resourceGroups/rg-pages").await, 1);
+    harness::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_secret_name_held_by_another_owner_is_left_alone() {
+    let (client, ns, _sim, _operator) = setup("bindname", Duration::from_millis(300), 300).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    // Someone's own Secret with the name `<azureresource>-binding`, holding their password.
+    let theirs: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "cache-binding"}, "stringData": {"password": "theirs"}}))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let theirs = harness::apply(&secrets, &theirs).await;
+    harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-bindname", "location": "eastus"})))
+        .await;
+    wait_azr_ready(&api, "rg").await;
+    let spec =
+        json!({"kind": "RedisCache", "name": "bindname-cache", "resourceGroup": "rg-bindname", "location": "eastus"});
+    harness::apply(&api, &azr("cache", spec)).await;
+    let cache = wait_azr(&api, "cache", "Stalled with reason Conflict", |o| {
+        condition(o, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == "Conflict")
+    })
+    .await;
+    let message = condition(&cache, "Stalled").map(|c| c.2).unwrap_or_default();
+    assert!(message.contains("Secret cache-binding") && message.contains("no controller"), "{message}");
+    assert!(!message.contains("theirs"), "a value in the message");
+    let now = secrets.get("cache-binding").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(now.resource_version(), theirs.resource_version(), "their Secret was written");
     harness::delete_namespace(&client, &ns).await;
 }

@@ -11,6 +11,7 @@ mod dependencies;
 mod gitops_health;
 mod leader_election;
 mod lifecycle;
+mod ownership;
 mod permissions;
 mod secret_canary;
 mod steady_state;
