@@ -98,7 +98,7 @@ pub struct SolutionStackSpec {
 pub struct AzureDefaults {
     /// Resource group of the stack's Azure resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 90), regex(pattern = r"^[-\w\._\(\)]+$"))]
+    #[schemars(length(min = 1, max = 90), regex(pattern = r"^[-\w\._\(\)]*[-\w_\(\)]$"))]
     pub resource_group: Option<String>,
     /// Azure region, e.g. `southeastasia`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,9 +138,89 @@ pub struct LocalRef {
         "fieldPath": ".dependsOn"
     },
     {
-        "rule": "!has(self.ports) || self.ports.all(p, self.ports.filter(q, (has(q.servicePort) ? q.servicePort : q.port) == (has(p.servicePort) ? p.servicePort : p.port)).size() == 1)",
-        "messageExpression": "'spec.components[' + self.name + '].ports: each servicePort (default: port) must be unique within the component'",
+        "rule": "!has(self.ports) || self.ports.all(p, self.ports.filter(q, (has(q.servicePort) ? q.servicePort : q.port) == (has(p.servicePort) ? p.servicePort : p.port) && (has(q.protocol) ? q.protocol : 'TCP') == (has(p.protocol) ? p.protocol : 'TCP')).size() == 1)",
+        "messageExpression": "'spec.components[' + self.name + '].ports: each servicePort (default: port) must be unique per protocol within the component (TCP and UDP may share a number)'",
         "fieldPath": ".ports"
+    },
+    {
+        "rule": "!has(self.ports) || self.ports.all(p, self.ports.filter(q, q.port == p.port && (has(q.protocol) ? q.protocol : 'TCP') == (has(p.protocol) ? p.protocol : 'TCP')).size() == 1)",
+        "messageExpression": "'spec.components[' + self.name + '].ports: each port (the containerPort) must be unique per protocol within the component'",
+        "fieldPath": ".ports"
+    },
+    {
+        "rule": "!has(self.readinessProbe) || [has(self.readinessProbe.httpGet), has(self.readinessProbe.tcpSocket), has(self.readinessProbe.exec), has(self.readinessProbe.grpc)].filter(x, x).size() == 1",
+        "messageExpression": "'spec.components[' + self.name + '].readinessProbe needs exactly one handler: httpGet, tcpSocket, exec or grpc'",
+        "fieldPath": ".readinessProbe"
+    },
+    {
+        "rule": "!has(self.livenessProbe) || [has(self.livenessProbe.httpGet), has(self.livenessProbe.tcpSocket), has(self.livenessProbe.exec), has(self.livenessProbe.grpc)].filter(x, x).size() == 1",
+        "messageExpression": "'spec.components[' + self.name + '].livenessProbe needs exactly one handler: httpGet, tcpSocket, exec or grpc'",
+        "fieldPath": ".livenessProbe"
+    },
+    {
+        "rule": "[has(self.readinessProbe) && has(self.readinessProbe.httpGet) ? self.readinessProbe.httpGet.port : 0, has(self.readinessProbe) && has(self.readinessProbe.tcpSocket) ? self.readinessProbe.tcpSocket.port : 0, has(self.livenessProbe) && has(self.livenessProbe.httpGet) ? self.livenessProbe.httpGet.port : 0, has(self.livenessProbe) && has(self.livenessProbe.tcpSocket) ? self.livenessProbe.tcpSocket.port : 0].all(port, type(port) == int || (has(self.ports) && self.ports.exists(p, p.name == port)))",
+        "messageExpression": "'spec.components[' + self.name + ']: a probe names a port that is not in spec.components[' + self.name + '].ports (use one of its names, or a number)'",
+        "fieldPath": ".ports"
+    },
+    {
+        "rule": "!has(self.securityContext) || !has(self.securityContext.privileged) || !self.securityContext.privileged",
+        "messageExpression": "'spec.components[' + self.name + '].securityContext.privileged: not allowed (PodSecurity restricted)'",
+        "fieldPath": ".securityContext.privileged"
+    },
+    {
+        "rule": "!has(self.securityContext) || !has(self.securityContext.allowPrivilegeEscalation) || !self.securityContext.allowPrivilegeEscalation",
+        "messageExpression": "'spec.components[' + self.name + '].securityContext.allowPrivilegeEscalation: must be false (PodSecurity restricted)'",
+        "fieldPath": ".securityContext.allowPrivilegeEscalation"
+    },
+    {
+        "rule": "!has(self.securityContext) || ((!has(self.securityContext.runAsNonRoot) || self.securityContext.runAsNonRoot) && (!has(self.securityContext.runAsUser) || self.securityContext.runAsUser != 0))",
+        "messageExpression": "'spec.components[' + self.name + '].securityContext: runAsNonRoot must not be false and runAsUser must not be 0 (PodSecurity restricted)'",
+        "fieldPath": ".securityContext"
+    },
+    {
+        "rule": "!has(self.securityContext) || !has(self.securityContext.capabilities) || !has(self.securityContext.capabilities.add) || size(self.securityContext.capabilities.add) == 0 || (size(self.securityContext.capabilities.add) == 1 && self.securityContext.capabilities.add[0] == 'NET_BIND_SERVICE')",
+        "messageExpression": "'spec.components[' + self.name + '].securityContext.capabilities.add: only NET_BIND_SERVICE may be added (PodSecurity restricted)'",
+        "fieldPath": ".securityContext.capabilities.add"
+    },
+    {
+        "rule": "!has(self.securityContext) || !has(self.securityContext.seccompProfile) || self.securityContext.seccompProfile.type in ['RuntimeDefault', 'Localhost']",
+        "messageExpression": "'spec.components[' + self.name + '].securityContext.seccompProfile.type: must be RuntimeDefault or Localhost (PodSecurity restricted)'",
+        "fieldPath": ".securityContext.seccompProfile.type"
+    },
+    {
+        "rule": "!has(self.tolerations) || self.tolerations.all(t, !has(t.operator) || t.operator in ['Exists', 'Equal'])",
+        "messageExpression": "'spec.components[' + self.name + '].tolerations: operator must be Exists or Equal'",
+        "fieldPath": ".tolerations"
+    },
+    {
+        "rule": "!has(self.tolerations) || self.tolerations.all(t, !has(t.operator) || t.operator != 'Exists' || !has(t.value) || t.value == '')",
+        "messageExpression": "'spec.components[' + self.name + '].tolerations: a toleration with operator Exists must have no value'",
+        "fieldPath": ".tolerations"
+    },
+    {
+        "rule": "!has(self.tolerations) || self.tolerations.all(t, (has(t.key) && t.key != '') || (has(t.operator) && t.operator == 'Exists'))",
+        "messageExpression": "'spec.components[' + self.name + '].tolerations: a toleration without key must have operator Exists'",
+        "fieldPath": ".tolerations"
+    },
+    {
+        "rule": "!has(self.tolerations) || self.tolerations.all(t, !has(t.effect) || t.effect in ['', 'NoSchedule', 'PreferNoSchedule', 'NoExecute'])",
+        "messageExpression": "'spec.components[' + self.name + '].tolerations: effect must be NoSchedule, PreferNoSchedule or NoExecute'",
+        "fieldPath": ".tolerations"
+    },
+    {
+        "rule": "!has(self.tolerations) || self.tolerations.all(t, !has(t.tolerationSeconds) || (has(t.effect) && t.effect == 'NoExecute'))",
+        "messageExpression": "'spec.components[' + self.name + '].tolerations: tolerationSeconds needs effect NoExecute'",
+        "fieldPath": ".tolerations"
+    },
+    {
+        "rule": "!has(self.nodeSelector) || self.nodeSelector.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+        "messageExpression": "'spec.components[' + self.name + '].nodeSelector: keys must be label keys ([DNS subdomain/]name, the name at most 63 letters, digits, -, _ or .)'",
+        "fieldPath": ".nodeSelector"
+    },
+    {
+        "rule": "!has(self.env) || !has(self.uses) || size(self.uses) == 0 || !self.env.exists(e, e.name == 'SERVICE_BINDING_ROOT')",
+        "messageExpression": "'spec.components[' + self.name + '].env: SERVICE_BINDING_ROOT is set by citystack for a component that uses bindings (servicebinding.io)'",
+        "fieldPath": ".env"
     },
     {
         "rule": "!has(self.expose) || self.expose == 'None' || (has(self.ports) && size(self.ports) > 0)",
@@ -154,8 +234,15 @@ pub struct Component {
     #[schemars(length(min = 1, max = 62), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
 
-    /// Container image reference, e.g. `registry.example/traffic-ingest:1.4.2`.
-    #[schemars(length(min = 1, max = 512))]
+    /// Container image reference, e.g. `registry.example/traffic-ingest:1.4.2`: the
+    /// distribution reference grammar (`[host[:port]/]path[:tag][@digest]`, path components in
+    /// lower case).
+    #[schemars(
+        length(min = 1, max = 512),
+        regex(
+            pattern = r"^([A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+        )
+    )]
     pub image: String,
 
     /// Desired pod count. When unset the operator does not own the field, so a
@@ -180,9 +267,11 @@ pub struct Component {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub ports: Vec<Port>,
 
-    /// Environment variables (core/v1 EnvVar), after the binding variables.
+    /// Environment variables (core/v1 EnvVar), after the binding variables. Names are unique
+    /// (a Deployment with a repeated name is refused by the API server).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 128))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub env: Vec<EnvVar>,
 
     /// Sources of environment variables (core/v1 EnvFromSource).
@@ -208,9 +297,10 @@ pub struct Component {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
 
-    /// Node labels the pods must match (pod `nodeSelector`).
+    /// Node labels the pods must match (pod `nodeSelector`): label keys (`[prefix/]name`) and
+    /// label values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 32))]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"}))]
     pub node_selector: BTreeMap<String, String>,
 
     /// Tolerations of the pods (core/v1 Toleration).
@@ -328,6 +418,11 @@ impl Expose {
     {
         "rule": "[has(self.secretRef), has(self.azure), has(self.azureResourceRef)].filter(x, x).size() == 1",
         "messageExpression": "'spec.bindings[' + self.name + ']: a binding needs exactly one source: secretRef, azure or azureResourceRef'"
+    },
+    {
+        "rule": "!has(self.env) || !self.env.exists(v, v.name == 'SERVICE_BINDING_ROOT')",
+        "messageExpression": "'spec.bindings[' + self.name + '].env: SERVICE_BINDING_ROOT is set by citystack (servicebinding.io); map the key to another name'",
+        "fieldPath": ".env"
     }
 ]))]
 pub struct Binding {

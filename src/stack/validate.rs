@@ -1,5 +1,8 @@
 //! Checks admission cannot express: `dependsOn` cycles longer than a self-reference (CEL has
-//! no recursion, so the API server cannot see them). Pure.
+//! no recursion, so the API server cannot see them), and environment names repeated between a
+//! component's `env` and the `env` of the bindings it uses (a check across components and
+//! bindings whose CEL cost exceeds the API server's budget). Run before any write, so such a
+//! spec is Stalled at its first reconcile, naming the field. Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,12 +17,16 @@ pub struct Validated {
     pub order: Vec<String>,
 }
 
-/// Checks the spec for dependency cycles among components (bindings have no dependencies, so
-/// they cannot be part of one) and orders the components.
+/// Checks the spec for repeated environment names, then for dependency cycles among
+/// components (bindings have no dependencies, so they cannot be part of one), and orders the
+/// components.
 ///
-/// Errors: `DependencyCycle` naming the first cycle found, e.g. `api -> worker -> api`
-/// (components visited in name order, so the message is stable).
+/// Errors: `InvalidSpec` naming the component and variable when one name would be set twice
+/// in a container (the API server refuses such a Deployment); `DependencyCycle` naming the
+/// first cycle found, e.g. `api -> worker -> api` (components visited in name order, so the
+/// message is stable).
 pub fn validate(spec: &SolutionStackSpec) -> Result<Validated> {
+    environment_names(spec)?;
     let edges: BTreeMap<&str, Vec<&str>> =
         spec.components.iter().map(|c| (c.name.as_str(), c.depends_on.iter().map(String::as_str).collect())).collect();
     let mut done = BTreeSet::new();
@@ -31,6 +38,28 @@ pub fn validate(spec: &SolutionStackSpec) -> Result<Validated> {
         }
     }
     Ok(Validated { order: order.into_iter().map(str::to_owned).collect() })
+}
+
+/// Every variable name a container would get is set once: the component's own `env` and the
+/// `env` mappings of the bindings it uses (servicebinding.io, "Workload Projection").
+fn environment_names(spec: &SolutionStackSpec) -> Result<()> {
+    for component in &spec.components {
+        // Which source set each name first: `env` or `binding <name>`.
+        let mut seen: BTreeMap<&str, String> =
+            component.env.iter().map(|e| (e.name.as_str(), "its env".to_owned())).collect();
+        for binding in spec.bindings.iter().filter(|b| component.uses.contains(&b.name)) {
+            for mapping in &binding.env {
+                let this = format!("binding {}", binding.name);
+                if let Some(first) = seen.insert(mapping.name.as_str(), this.clone()) {
+                    return Err(Error::InvalidSpec(format!(
+                        "spec.components[{}]: environment variable {} is set by both {first} and {this} (spec.bindings[{}].env); each name may be set once per component",
+                        component.name, mapping.name, binding.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Depth-first search; returns the cycle (first node repeated at the end) if one is reachable.
@@ -93,6 +122,44 @@ mod tests {
         let validated = validate(&spec(&[("a", &["b", "db"]), ("b", &["c"]), ("c", &[]), ("d", &[])]));
         let order = validated.map(|v| v.order).unwrap_or_default();
         assert_eq!(order, ["c", "b", "a", "d"]);
+    }
+
+    #[test]
+    fn an_environment_name_set_twice_in_a_component_is_named() {
+        let stack = |component_env: serde_json::Value, uses: &[&str]| -> SolutionStackSpec {
+            serde_json::from_value(serde_json::json!({
+                "components": [{"name": "web", "image": "x", "env": component_env, "uses": uses}],
+                "bindings": [
+                    {"name": "db", "secretRef": {"name": "db"}, "env": [{"name": "DB_HOST", "key": "host"}]},
+                    {"name": "replica", "secretRef": {"name": "r"}, "env": [{"name": "DB_HOST", "key": "host"}]},
+                ]
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let cases = [
+            (
+                "env and a binding",
+                stack(serde_json::json!([{"name": "DB_HOST", "value": "x"}]), &["db"]),
+                Some("its env and binding db"),
+            ),
+            ("two bindings", stack(serde_json::json!([]), &["db", "replica"]), Some("binding db and binding replica")),
+            ("a binding not used", stack(serde_json::json!([{"name": "DB_HOST", "value": "x"}]), &[]), None),
+            ("one binding", stack(serde_json::json!([{"name": "OTHER", "value": "x"}]), &["db"]), None),
+        ];
+        for (name, spec, want) in cases {
+            match (validate(&spec), want) {
+                (Ok(_), None) => {}
+                (Err(Error::InvalidSpec(message)), Some(want)) => {
+                    assert!(
+                        message.contains("spec.components[web]")
+                            && message.contains("DB_HOST")
+                            && message.contains(want),
+                        "{name}: {message}"
+                    )
+                }
+                (other, _) => panic!("{name}: {other:?}"),
+            }
+        }
     }
 
     #[test]

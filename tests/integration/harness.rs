@@ -263,22 +263,20 @@ impl Operator {
     /// Sum of the samples of `metric` whose labels contain every `labels` pair.
     pub async fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
         let (_, text) = self.get("/metrics").await.unwrap_or_else(|| panic!("scrape /metrics"));
-        text.lines()
-            .filter(|l| l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} ")))
-            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        sum(&text, metric, labels)
     }
 
     /// Write requests (create, update, patch, delete) this operator sent to the API server,
     /// except Lease renewals (leader election) and SelfSubjectAccessReviews (the start-up
-    /// permission check: POSTs that store nothing).
+    /// permission check: POSTs that store nothing). From one scrape, so a Lease renewal
+    /// between two reads cannot skew the difference.
     pub async fn writes(&self) -> f64 {
+        let (_, text) = self.get("/metrics").await.unwrap_or_else(|| panic!("scrape /metrics"));
         let mut total = 0.0;
         for verb in ["create", "update", "patch", "delete"] {
-            total += self.metric("citystack_kube_requests_total", &[("verb", verb)]).await;
+            total += sum(&text, "citystack_kube_requests_total", &[("verb", verb)]);
             for exempt in ["leases", "selfsubjectaccessreviews"] {
-                total -= self.metric("citystack_kube_requests_total", &[("verb", verb), ("resource", exempt)]).await;
+                total -= sum(&text, "citystack_kube_requests_total", &[("verb", verb), ("resource", exempt)]);
             }
         }
         total
@@ -362,4 +360,14 @@ pub async fn service_account_kubeconfig(client: &Client, ns: &str, name: &str) -
     let path = std::env::temp_dir().join(format!("citystack-{ns}-{name}.kubeconfig"));
     std::fs::write(&path, serde_yaml_ng::to_string(&config).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
     path
+}
+
+/// Sum of the samples of `metric` in a Prometheus text exposition whose labels contain every
+/// `labels` pair.
+fn sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} ")))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
