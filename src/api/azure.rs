@@ -31,7 +31,9 @@ use crate::api::LocalRef;
     printcolumn(name = "Azure name", type_ = "string", json_path = ".status.azureName"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.provisioningState"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 63")
+        .message("metadata.name must be at most 63 characters: it is the value of the citystack.io/azure-resource label on the binding Secret")
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [

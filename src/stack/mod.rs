@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod drift;
+pub mod quantity;
 pub mod render;
 pub mod resolve;
 pub mod status;

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::SolutionStackSpec;
 use crate::error::{Error, Result};
+use crate::stack::quantity;
 
 /// A spec that passed [`validate`]: its components in dependency order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +28,7 @@ pub struct Validated {
 /// message is stable).
 pub fn validate(spec: &SolutionStackSpec) -> Result<Validated> {
     environment_names(spec)?;
+    requests_within_limits(spec)?;
     let edges: BTreeMap<&str, Vec<&str>> =
         spec.components.iter().map(|c| (c.name.as_str(), c.depends_on.iter().map(String::as_str).collect())).collect();
     let mut done = BTreeSet::new();
@@ -38,6 +40,28 @@ pub fn validate(spec: &SolutionStackSpec) -> Result<Validated> {
         }
     }
     Ok(Validated { order: order.into_iter().map(str::to_owned).collect() })
+}
+
+/// No resource request is above its limit (the API server refuses such a Deployment: core/v1
+/// validation "must be less than or equal to ... limit"). A quantity that does not parse is
+/// left to the API server.
+fn requests_within_limits(spec: &SolutionStackSpec) -> Result<()> {
+    for component in &spec.components {
+        let Some(resources) = &component.resources else { continue };
+        let (Some(requests), Some(limits)) = (&resources.requests, &resources.limits) else { continue };
+        for (name, request) in requests {
+            let Some(limit) = limits.get(name) else { continue };
+            if let (Some(r), Some(l)) = (quantity::milli(&request.0), quantity::milli(&limit.0))
+                && r > l
+            {
+                return Err(Error::InvalidSpec(format!(
+                    "spec.components[{}].resources.requests.{name}: {} is above the limit {} (resources.limits.{name}); a request may not exceed its limit",
+                    component.name, request.0, limit.0
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every variable name a container would get is set once: the component's own `env` and the
@@ -159,6 +183,35 @@ mod tests {
                 }
                 (other, _) => panic!("{name}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_request_above_its_limit_is_named() {
+        let stack = |requests: serde_json::Value, limits: serde_json::Value| -> SolutionStackSpec {
+            serde_json::from_value(serde_json::json!({
+                "components": [{"name": "web", "image": "x", "resources": {"requests": requests, "limits": limits}}]
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let refused = validate(&stack(
+            serde_json::json!({"cpu": "2", "memory": "1Gi"}),
+            serde_json::json!({"cpu": "1500m", "memory": "2Gi"}),
+        ));
+        match refused {
+            Err(Error::InvalidSpec(message)) => assert!(
+                message.contains("spec.components[web].resources.requests.cpu") && message.contains("1500m"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        for (requests, limits) in [
+            (serde_json::json!({"memory": "1Gi"}), serde_json::json!({"memory": "1Gi"})),
+            (serde_json::json!({"memory": "1G"}), serde_json::json!({"memory": "1Gi"})),
+            (serde_json::json!({"cpu": "100m"}), serde_json::json!({"memory": "1Gi"})),
+            (serde_json::json!({"cpu": "not-a-quantity"}), serde_json::json!({"cpu": "1"})),
+        ] {
+            assert!(validate(&stack(requests.clone(), limits.clone())).is_ok(), "{requests} within {limits}");
         }
     }
 

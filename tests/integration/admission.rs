@@ -441,3 +441,41 @@ async fn invalid_azure_resources_are_rejected_naming_the_field() {
     }
     harness::delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test]
+async fn what_cel_cannot_check_is_stalled_before_any_write() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "precheck", json!({})).await;
+    let _operator = harness::Operator::start(&ns, 300).await;
+    let stacks: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
+    let cases = [
+        (
+            "limits",
+            json!({"components": [{"name": "web", "image": "registry.example/web:1",
+                "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1500m"}}}]}),
+            "spec.components[web].resources.requests.cpu",
+        ),
+        (
+            "envs",
+            json!({"components": [{"name": "web", "image": "registry.example/web:1", "uses": ["db"], "env": [{"name": "DB_HOST", "value": "x"}]}],
+                   "bindings": [{"name": "db", "secretRef": {"name": "db"}, "env": [{"name": "DB_HOST", "key": "host"}]}]}),
+            "environment variable DB_HOST is set by both its env and binding db",
+        ),
+    ];
+    for (name, spec, field) in cases {
+        let object: SolutionStack = serde_json::from_value(stack(name, spec)).unwrap_or_else(|e| panic!("{e}"));
+        harness::apply(&stacks, &object).await;
+        let stalled = harness::wait_stack(&stacks, name, "Stalled with reason InvalidSpec", |s| {
+            harness::condition(s, "Stalled").is_some_and(|c| c.status == "True" && c.reason == "InvalidSpec")
+        })
+        .await;
+        let message = harness::condition(&stalled, "Stalled").map(|c| c.message.clone()).unwrap_or_default();
+        assert!(message.contains(field), "{name}: {message}");
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &ns);
+        assert!(
+            deployments.get_opt(&format!("{name}-web")).await.ok().flatten().is_none(),
+            "{name}: a child was written"
+        );
+    }
+    harness::delete_namespace(&client, &ns).await;
+}
