@@ -158,8 +158,8 @@ pub struct LocalRef {
         "fieldPath": ".livenessProbe"
     },
     {
-        "rule": "[has(self.readinessProbe) && has(self.readinessProbe.httpGet) ? self.readinessProbe.httpGet.port : 0, has(self.readinessProbe) && has(self.readinessProbe.tcpSocket) ? self.readinessProbe.tcpSocket.port : 0, has(self.livenessProbe) && has(self.livenessProbe.httpGet) ? self.livenessProbe.httpGet.port : 0, has(self.livenessProbe) && has(self.livenessProbe.tcpSocket) ? self.livenessProbe.tcpSocket.port : 0].all(port, type(port) == int || (has(self.ports) && self.ports.exists(p, p.name == port)))",
-        "messageExpression": "'spec.components[' + self.name + ']: a probe names a port that is not in spec.components[' + self.name + '].ports (use one of its names, or a number)'",
+        "rule": "[has(self.readinessProbe) && has(self.readinessProbe.httpGet) ? self.readinessProbe.httpGet.port : 1, has(self.readinessProbe) && has(self.readinessProbe.tcpSocket) ? self.readinessProbe.tcpSocket.port : 1, has(self.livenessProbe) && has(self.livenessProbe.httpGet) ? self.livenessProbe.httpGet.port : 1, has(self.livenessProbe) && has(self.livenessProbe.tcpSocket) ? self.livenessProbe.tcpSocket.port : 1].all(port, type(port) == int ? (port >= 1 && port <= 65535) : (has(self.ports) && self.ports.exists(p, p.name == port)))",
+        "messageExpression": "'spec.components[' + self.name + ']: a probe port must be a number from 1 to 65535 or the name of an entry in spec.components[' + self.name + '].ports'",
         "fieldPath": ".ports"
     },
     {

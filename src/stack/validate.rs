@@ -29,6 +29,7 @@ pub struct Validated {
 pub fn validate(spec: &SolutionStackSpec) -> Result<Validated> {
     environment_names(spec)?;
     requests_within_limits(spec)?;
+    toleration_keys(spec)?;
     let edges: BTreeMap<&str, Vec<&str>> =
         spec.components.iter().map(|c| (c.name.as_str(), c.depends_on.iter().map(String::as_str).collect())).collect();
     let mut done = BTreeSet::new();
@@ -62,6 +63,44 @@ fn requests_within_limits(spec: &SolutionStackSpec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Toleration keys are label keys (core/v1 validation; a regular expression over every key is
+/// beyond CEL's cost budget for an unbounded string).
+fn toleration_keys(spec: &SolutionStackSpec) -> Result<()> {
+    for component in &spec.components {
+        for (i, key) in component.tolerations.iter().filter_map(|t| t.key.as_deref()).enumerate() {
+            if !key.is_empty() && !is_label_key(key) {
+                return Err(Error::InvalidSpec(format!(
+                    "spec.components[{}].tolerations[{i}].key: {key:?} is not a label key ([DNS subdomain/]name, the name at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)",
+                    component.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Kubernetes label key: an optional DNS-1123 subdomain prefix (at most 253 characters) and
+/// `/`, then a name of at most 63 characters (API conventions, "Labels and selectors").
+pub fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(p, n)| (Some(p), n));
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let name_ok = (1..=63).contains(&name.len())
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let prefix_ok = prefix.is_none_or(|p| {
+        (1..=253).contains(&p.len())
+            && p.split('.').all(|label| {
+                let lower = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+                !label.is_empty()
+                    && lower(label.chars().next())
+                    && lower(label.chars().last())
+                    && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    });
+    name_ok && prefix_ok
 }
 
 /// Every variable name a container would get is set once: the component's own `env` and the
@@ -212,6 +251,16 @@ mod tests {
             (serde_json::json!({"cpu": "not-a-quantity"}), serde_json::json!({"cpu": "1"})),
         ] {
             assert!(validate(&stack(requests.clone(), limits.clone())).is_ok(), "{requests} within {limits}");
+        }
+    }
+
+    #[test]
+    fn label_keys() {
+        for good in ["a", "dedicated", "node.kubernetes.io/unreachable", "example.com/Gpu_Type.1"] {
+            assert!(is_label_key(good), "{good}");
+        }
+        for bad in ["", "bad key", "-a", "a-", "/a", "Example.com/a", "a/b/c", "x.example./a", &"a".repeat(64)] {
+            assert!(!is_label_key(bad), "{bad}");
         }
     }
 

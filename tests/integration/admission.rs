@@ -166,12 +166,12 @@ async fn invalid_stacks_are_rejected_naming_the_field() {
         (
             "probe names an unknown port",
             c(json!({"readinessProbe": {"httpGet": {"port": "metrics", "path": "/"}}})),
-            &["spec.components[0].ports", "a probe names a port that is not in"],
+            &["spec.components[0].ports", "a probe port must be a number from 1 to 65535 or the name"],
         ),
         (
             "tcp probe names an unknown port",
             c(json!({"livenessProbe": {"tcpSocket": {"port": "admin"}}})),
-            &["spec.components[0].ports", "a probe names a port"],
+            &["spec.components[0].ports", "a probe port must be"],
         ),
         (
             "privileged",
@@ -460,6 +460,11 @@ async fn what_cel_cannot_check_is_stalled_before_any_write() {
             json!({"components": [{"name": "web", "image": "registry.example/web:1", "uses": ["db"], "env": [{"name": "DB_HOST", "value": "x"}]}],
                    "bindings": [{"name": "db", "secretRef": {"name": "db"}, "env": [{"name": "DB_HOST", "key": "host"}]}]}),
             "environment variable DB_HOST is set by both its env and binding db",
+        ),
+        (
+            "tolerations",
+            json!({"components": [{"name": "web", "image": "registry.example/web:1", "tolerations": [{"key": "bad key", "operator": "Exists"}]}]}),
+            "spec.components[web].tolerations[0].key",
         ),
     ];
     for (name, spec, field) in cases {
