@@ -22,7 +22,7 @@ const MAX_UID_LEN: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterIdentityError {
     /// The GET of the Namespace failed (unreachable API server, 403, 404...).
-    #[error("reading Namespace {NAMESPACE}: {0}")]
+    #[error("reading Namespace {NAMESPACE}: {}", crate::error::kube_message(.0))]
     Read(#[source] kube::Error),
     /// The Namespace has no UID, an empty one, or one that is not a UID.
     #[error("Namespace {NAMESPACE} has no usable UID (expected 1 to {MAX_UID_LEN} ASCII letters, digits or hyphens)")]
@@ -179,6 +179,7 @@ mod tests {
         let read = cluster_identity(&client, Attempts { tries: 2, ..QUICK }).await;
         let message = read.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("kube-system") && message.contains("etcd is unavailable"), "{message}");
+        assert!(!message.contains("Status {") && !message.contains("ApiError"), "a client dump: {message}");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }

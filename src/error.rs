@@ -216,6 +216,20 @@ pub fn kube_message(error: &kube::Error) -> String {
     }
 }
 
+/// A watch failure as a person reads it (the API server's message, never a client dump).
+pub fn watch_message(error: &kube::runtime::watcher::Error) -> String {
+    use kube::runtime::watcher::Error as Watch;
+    match error {
+        Watch::InitialListFailed(e) => format!("listing failed: {}", kube_message(e)),
+        Watch::WatchStartFailed(e) => format!("starting the watch failed: {}", kube_message(e)),
+        Watch::WatchFailed(e) => format!("the watch failed: {}", kube_message(e)),
+        Watch::WatchError(status) => {
+            bounded(&format!("the API server ended the watch: {} ({})", status.message, status.code), 768)
+        }
+        Watch::NoResourceVersion => error.to_string(),
+    }
+}
+
 /// The result type of the controller.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

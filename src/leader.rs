@@ -115,7 +115,7 @@ pub fn elect(
                 None => match build(&client, &settings).await {
                     Ok(m) => m,
                     Err(error) => {
-                        warn!(%error, "leader election: cannot set up the Lease; retrying");
+                        warn!(error = %readable(&error), "leader election: cannot set up the Lease; retrying");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
                             _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
@@ -128,7 +128,7 @@ pub fn elect(
                     let _ = tx.send(false);
                     match current.release().await {
                         Ok(()) => info!("leader election: lease released"),
-                        Err(error) => warn!(%error, "leader election: releasing the lease failed"),
+                        Err(error) => warn!(error = %readable(&error), "leader election: releasing the lease failed"),
                     }
                     return;
                 }
@@ -143,7 +143,7 @@ pub fn elect(
                     Err(error) => {
                         // Start over with a fresh manager: it reports the state it finds
                         // (still holder, or not) instead of waiting for a change.
-                        warn!(%error, "leader election: renewing failed; writes stop until the lease is confirmed");
+                        warn!(error = %readable(&error), "leader election: renewing failed; writes stop until the lease is confirmed");
                         let _ = tx.send(false);
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
@@ -155,6 +155,15 @@ pub fn elect(
         }
     });
     (gate, task)
+}
+
+/// A lease manager error as a person reads it: a Kubernetes refusal by the API server's own
+/// message, never the client's Debug dump.
+fn readable(error: &kube_lease_manager::LeaseManagerError) -> String {
+    match error {
+        kube_lease_manager::LeaseManagerError::KubeError(e) => crate::error::kube_message(e),
+        other => other.to_string(),
+    }
 }
 
 async fn build(
@@ -212,7 +221,9 @@ async fn watch_renewals(
                     };
                 }
             }
-            Some(Err(error)) => warn!(%error, "leader election: watching the Lease"),
+            Some(Err(error)) => {
+                warn!(error = %crate::error::watch_message(&error), "leader election: watching the Lease")
+            }
             None => return,
         }
     }

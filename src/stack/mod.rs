@@ -177,6 +177,9 @@ pub async fn run(
                 Err(controller::Error::ReconcilerFailed(error, object)) => {
                     debug!(object = %object, %error, "reconcile failed")
                 }
+                Err(controller::Error::QueueError(error)) => {
+                    warn!(error = %crate::error::watch_message(&error), "controller: watch")
+                }
                 Err(error) => warn!(%error, "controller"),
             }
         })
