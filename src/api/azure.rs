@@ -176,9 +176,10 @@ pub struct AzureResourceSpec {
     #[schemars(length(min = 1, max = 90), regex(pattern = r"^[-\w\._\(\)]*[-\w_\(\)]$"))]
     pub resource_group: Option<String>,
 
-    /// Azure region, e.g. `southeastasia` (ARM region names: lowercase letters and digits).
+    /// Azure region, e.g. `southeastasia`; ARM also takes the display name (`South East
+    /// Asia`): letters and digits, words separated by single spaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9]+$"))]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9]+( [A-Za-z0-9]+)*$"))]
     pub location: Option<String>,
 
     /// SKU; the kind's default when unset.

@@ -254,7 +254,7 @@ async fn invalid_stacks_are_rejected_naming_the_field() {
             "inline Azure binding with a bad location",
             stack(
                 "s",
-                json!({"components": [component("web")], "bindings": [{"name": "files", "azure": {"kind": "StorageAccount", "location": "South East Asia"}}]}),
+                json!({"components": [component("web")], "bindings": [{"name": "files", "azure": {"kind": "StorageAccount", "location": "south-east-asia!"}}]}),
             ),
             &["spec.bindings[0].azure.location"],
         ),
@@ -358,7 +358,11 @@ async fn invalid_azure_resources_are_rejected_naming_the_field() {
             azr(json!({"kind": "ResourceGroup", "name": "rg."})),
             &["spec.name", "ResourceGroup name"],
         ),
-        ("location with spaces", azr(json!({"kind": "RedisCache", "location": "East US"})), &["spec.location"]),
+        (
+            "location with a path",
+            azr(json!({"kind": "RedisCache", "location": "eastus/../westus"})),
+            &["spec.location"],
+        ),
         (
             "resource group ending in a period",
             azr(json!({"kind": "RedisCache", "resourceGroup": "rg-city."})),
@@ -427,6 +431,7 @@ async fn invalid_azure_resources_are_rejected_naming_the_field() {
     assert!(failures.is_empty(), "unexpected admission results:\n{}", failures.join("\n"));
     let valid = [
         json!({"kind": "StorageAccount", "name": "cityfiles01", "location": "southeastasia", "resourceGroup": "rg-city_(prod)"}),
+        json!({"kind": "RedisCache", "location": "South East Asia"}),
         json!({"kind": "Generic", "generic": {"type": "Microsoft.Sql/servers/databases", "apiVersion": "2023-08-01-preview"}}),
         json!({"kind": "KeyVault", "name": "city-vault-01", "tags": {"cost-center": "42"}}),
     ];
