@@ -10,7 +10,9 @@
 #
 # Steps: crds/ copy check, helm lint, offline render checks, each azure.* value rendered
 # alone lands as exactly its `citystack run` flag (and the binary accepts them all), the
-# Workload Identity annotation and label, server-side dry-run of both RBAC modes, install of release `citystack` into citystack-system (PodSecurity restricted
+# Workload Identity annotation and label, the rendered RBAC against the permission tables of
+# README.md and the chart README (hack/chart-rbac.py), server-side dry-run of both RBAC
+# modes, install of release `citystack` into citystack-system (PodSecurity restricted
 # enforced; an existing release is upgraded instead), Deployment/PDB/PodSecurity checks, RBAC
 # verb-by-verb checks with `kubectl auth can-i` (cluster-wide release, then a namespaced one
 # in citystack-chart-test-*, uninstalled again), the crds.templated=true path (on a copy of
@@ -43,6 +45,11 @@ ns_release_ns=citystack-chart-test-system
 watched=(citystack-chart-test-a citystack-chart-test-b)
 unwatched=citystack-chart-test-c
 image=(--set image.repository=citystack --set image.tag=dev)
+# The release `make test` runs every integration test's operator as must allow the union of
+# what they do, so it has an operator identity and trusted namespaces (the only values that
+# widen the RBAC: a Namespace list). The namespaced release keeps the narrow default.
+wide=(--set azure.identity=managed --set azure.trustedNamespaces=citystack.io/azure=trusted)
+
 helm=${HELM:-$(hack/helm/build.sh)}
 kubectl=${KUBECTL:-$(hack/cluster/build.sh)/kubectl}
 work=$(mktemp -d)
@@ -278,6 +285,22 @@ refuses "operationDeadlineSeconds below 60 is refused by the schema" "operationD
 refuses "the former azure.workloadIdentity.enabled is refused by the schema" "enabled" \
   "$helm" template "$release" "$chart" --set azure.workloadIdentity.enabled=true
 
+step "RBAC: the rendered rules are exactly the tables of README.md and the chart README"
+to_json() { "$kubectl" create --dry-run=client -o json -f "$1" >"$1.json"; }
+render --set azure.identity=managed --set azure.trustedNamespaces=citystack.io/azure=trusted >"$work/trusted.yaml"
+to_json "$work/cluster.yaml" && to_json "$work/namespaced.yaml" && to_json "$work/trusted.yaml"
+check "README.md (Security) and $chart/README.md (Permissions) list exactly the granted rules" \
+  python3 hack/chart-rbac.py --fullname citystack --release-namespace "$ns" --service-account "$sa" \
+  --watched "${watched[0]},${watched[1]}" --render "all=$work/cluster.yaml.json" \
+  --render "namespaced=$work/namespaced.yaml.json" --render "trusted=$work/trusted.yaml.json" \
+  README.md "$chart/README.md"
+# The comparison can fail: a rule the table does not list is reported.
+sed 's/"kube-system"/"kube-system", "default"/' "$work/cluster.yaml.json" >"$work/widened.json"
+refuses "(and a grant the tables omit fails the comparison)" "does not list" \
+  python3 hack/chart-rbac.py --fullname citystack --release-namespace "$ns" --service-account "$sa" \
+  --watched "${watched[0]},${watched[1]}" --render "all=$work/widened.json" \
+  --render "namespaced=$work/namespaced.yaml.json" --render "trusted=$work/trusted.yaml.json" README.md
+
 refuses "watchNamespaces as a string is refused by the schema" "watchNamespaces" \
   "$helm" template "$release" "$chart" --set watchNamespaces=team-a
 check "no CRD among the templates by default" lacks "$work/cluster.yaml" "kind: CustomResourceDefinition"
@@ -316,9 +339,9 @@ check "crds.templated render applies (dry run)" dry_run "$work/templated.yaml"
 step "install $release into $ns (PodSecurity restricted enforced)"
 if "$helm" status "$release" -n "$ns" >/dev/null 2>&1; then
   echo "  release $release exists: upgrading it instead (its ServiceAccount, and tokens of it, stay valid)"
-  check "helm upgrade $release" "$helm" upgrade "$release" "$chart" -n "$ns" "${image[@]}" --wait --timeout 120s
+  check "helm upgrade $release" "$helm" upgrade "$release" "$chart" -n "$ns" "${image[@]}" "${wide[@]}" --wait --timeout 120s
 else
-  check "helm install $release" "$helm" install "$release" "$chart" -n "$ns" --create-namespace "${image[@]}" --wait --timeout 120s
+  check "helm install $release" "$helm" install "$release" "$chart" -n "$ns" --create-namespace "${image[@]}" "${wide[@]}" --wait --timeout 120s
 fi
 check "Deployment Available" "$kubectl" -n "$ns" wait deployment/citystack --for=condition=Available --timeout=60s
 check "Deployment has 2 ready replicas" bash -c "
@@ -392,9 +415,11 @@ no_rules() {
   expect_verbs "$as" "$scope" events.events.k8s.io ""
   expect_verbs "$as" "$scope" azureresources.citystack.io ""
 }
-# common_rules AS RELEASE_NS: leases only in the release namespace, the self check, nothing else.
+# common_rules AS RELEASE_NS LIST: leases only in the release namespace, the self check, the
+# GET of Namespace kube-system, nothing else; LIST=list when Namespaces may also be listed
+# (azure.trustedNamespaces set), else empty.
 common_rules() {
-  local as=$1 home=$2
+  local as=$1 home=$2 list=$3
   expect_verbs "$as" "-n $home" leases.coordination.k8s.io "" get list watch create update patch
   expect_verbs "$as" "-n $unwatched" leases.coordination.k8s.io ""
   expect_verbs "$as" "-A" leases.coordination.k8s.io ""
@@ -403,13 +428,22 @@ common_rules() {
   expect_verbs "$as" "-n $unwatched" pods ""
   expect_verbs "$as" "-n $unwatched" configmaps ""
   expect_verbs "$as" "-n $unwatched" events ""
-  expect_verbs "$as" "-A" namespaces "" get list
+  # shellcheck disable=SC2086 # $list is one verb or none
+  expect_verbs "$as" "" namespaces/kube-system "" get $list
+  # shellcheck disable=SC2086
+  expect_verbs "$as" "" namespaces/default "" $list
+  # shellcheck disable=SC2086
+  expect_verbs "$as" "" namespaces "" $list
   expect_verbs "$as" "-A" roles.rbac.authorization.k8s.io ""
 }
 as_cluster=system:serviceaccount:$ns:$sa
 watched_rules "$as_cluster" "-n ${watched[0]}"
 watched_rules "$as_cluster" "-A"
-common_rules "$as_cluster" "$ns"
+common_rules "$as_cluster" "$ns" list
+check "$release (azure.identity=managed, trustedNamespaces): its args carry both flags" bash -c "
+  '$kubectl' -n $ns get deployment $release -o jsonpath='{.spec.template.spec.containers[0].args}' |
+    grep -qF '\"--azure-identity\",\"managed\",\"--trusted-namespaces\",\"citystack.io/azure=trusted\"'"
+
 step "RBAC of a namespaced release ($ns_release in $ns_release_ns watching ${watched[*]})"
 check "helm upgrade --install $ns_release (watchNamespaces=${watched[0]},${watched[1]})" \
   "$helm" upgrade --install "$ns_release" "$chart" -n "$ns_release_ns" "${image[@]}" \
@@ -425,7 +459,7 @@ as_ns=system:serviceaccount:$ns_release_ns:$ns_release
 for n in "${watched[@]}"; do watched_rules "$as_ns" "-n $n"; done
 no_rules "$as_ns" "-n $unwatched"
 no_rules "$as_ns" "-A"
-common_rules "$as_ns" "$ns_release_ns"
+common_rules "$as_ns" "$ns_release_ns" ""
 check "helm uninstall $ns_release" "$helm" uninstall "$ns_release" -n "$ns_release_ns" --wait --timeout 60s
 
 step "crds.templated=true on the live release refuses the CRD it does not own"
