@@ -1,7 +1,14 @@
 # syntax=docker/dockerfile:1.7
-# The citystack operator image: a static binary (musl) on distroless/static, user 65532.
+# The citystack operator image for those with Docker: a static binary (musl) on
+# distroless/static, user 65532.
 #
 #   docker build -t REGISTRY/citystack:0.1.0 .
+#
+# Without a Docker daemon, `make image` assembles the equivalent image from a release build
+# (hack/image/build.sh: the glibc binary with its exact shared libraries, the CA bundle, user
+# 65532, entrypoint /citystack) as an OCI layout and a docker-archive under .local/image/, and
+# checks it; push it with skopeo, crane or oras (README, "The image"). `make test` checks the
+# same image built from its debug binary.
 #
 # The chart (charts/citystack) runs it as `/citystack run ...` with a read-only root
 # filesystem; the binary needs no shell, libc, CA bundle or writable path (it trusts the

@@ -26,6 +26,11 @@ cluster: ## Build the pinned control-plane binaries into the per-machine cache
 cluster-up: ## Start the local control plane only (kubeconfig at .local/kubeconfig)
 	hack/cluster/up.sh
 
+image: ## Release build, then the operator image in .local/image/ (OCI layout + docker-archive), checked; no Docker needed
+	cargo build --release --locked --bin citystack
+	hack/image/test.sh "$${CARGO_TARGET_DIR:-target}/release/citystack" .local/image
+	@echo "push: skopeo copy oci:.local/image/oci:<version> docker://REGISTRY/citystack:<version> (or crane push .local/image/citystack.tar ...)"
+
 crds: ## Regenerate crds/ from the API types
 	cargo run --quiet --locked -- crds --out-dir crds
 	cp crds/*.yaml charts/citystack/crds/
@@ -37,4 +42,4 @@ lint: ## Formatting and clippy
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-.PHONY: help demo down test unit cluster cluster-up crds bench lint
+.PHONY: help demo down test unit cluster cluster-up image crds bench lint

@@ -8,7 +8,10 @@
 # as the chart's ServiceAccount (a 2 h token from the TokenRequest API), for running the
 # operator out of cluster with exactly the chart's RBAC.
 #
-# Steps: crds/ copy check, helm lint, offline render checks, server-side dry-run of both RBAC
+# Steps: crds/ copy check, helm lint, offline render checks, each azure.* value rendered
+# alone lands as exactly its `citystack run` flag (and the binary accepts them all), the
+# Workload Identity annotation and label, the rendered RBAC against the permission tables of
+# README.md and the chart README (hack/chart-rbac.py), server-side dry-run of both RBAC
 # modes, install of release `citystack` into citystack-system (PodSecurity restricted
 # enforced; an existing release is upgraded instead), Deployment/PDB/PodSecurity checks, RBAC
 # verb-by-verb checks with `kubectl auth can-i` (cluster-wide release, then a namespaced one
@@ -20,7 +23,8 @@
 # The release stays installed (the SA token stays valid) unless CHART_TEST_CLEANUP=1, which
 # uninstalls it and deletes the test namespaces at the end. The CRD is never deleted.
 # Environment: KUBECTL (default: the pinned kubectl of hack/cluster/build.sh), HELM (default:
-# hack/helm/build.sh), CITYSTACK_CACHE (where those are built).
+# hack/helm/build.sh), CITYSTACK_CACHE (where those are built), CITYSTACK_BIN (the citystack
+# binary that must accept the rendered flags; default $CARGO_TARGET_DIR/debug/citystack).
 set -euo pipefail
 here=$(pwd)
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +45,10 @@ ns_release_ns=citystack-chart-test-system
 watched=(citystack-chart-test-a citystack-chart-test-b)
 unwatched=citystack-chart-test-c
 image=(--set image.repository=citystack --set image.tag=dev)
+# The release `make test` runs every integration test's operator as must allow the union of
+# what they do, so it has an operator identity and trusted namespaces (the only values that
+# widen the RBAC: a Namespace list). The namespaced release keeps the narrow default.
+wide=(--set azure.identity=managed --set azure.trustedNamespaces=citystack.io/azure=trusted)
 
 helm=${HELM:-$(hack/helm/build.sh)}
 kubectl=${KUBECTL:-$(hack/cluster/build.sh)/kubectl}
@@ -108,8 +116,12 @@ check "lint (all namespaces)" "$helm" lint --strict "$chart"
 check "lint (watchNamespaces set)" "$helm" lint --strict "$chart" --set "watchNamespaces={team-a,team-b}"
 check "lint (crds.templated, serviceMonitor, workload identity)" "$helm" lint --strict "$chart" \
   --set crds.templated=true --set serviceMonitor.enabled=true \
-  --set azure.workloadIdentity.enabled=true --set azure.workloadIdentity.clientId=00000000-0000-0000-0000-000000000000
-check "lint (client secret)" "$helm" lint --strict "$chart" --set azure.clientSecret.existingSecret=citystack-azure
+  --set azure.identity=workload --set azure.workloadIdentity.clientId=00000000-0000-0000-0000-000000000000
+check "lint (client secret, trusted namespaces, custom cloud, CA bundle)" "$helm" lint --strict "$chart" \
+  --set azure.identity=client-secret --set azure.clientSecret.existingSecret=citystack-azure \
+  --set azure.trustedNamespaces=citystack.io/azure=trusted --set azure.cloud=custom \
+  --set azure.armEndpoint=https://arm.example --set azure.authorityHost=https://login.example \
+  --set azure.caBundle.configMap=azure-ca
 
 step "offline render"
 render() { "$helm" template "$release" "$chart" -n "$ns" "${image[@]}" "$@"; }
@@ -143,19 +155,152 @@ check "no ServiceMonitor when enabled but the API is absent" bash -c "
   ! '$helm' template $release $chart --set serviceMonitor.enabled=true | grep -q 'kind: ServiceMonitor'"
 check "no PodDisruptionBudget with 1 replica" bash -c "
   ! '$helm' template $release $chart --set replicaCount=1 | grep -q 'kind: PodDisruptionBudget'"
-check "workload identity: SA annotation and pod label" bash -c "
-  out=\$('$helm' template $release $chart --set azure.workloadIdentity.enabled=true --set azure.workloadIdentity.clientId=cid) &&
-  grep -q 'azure.workload.identity/client-id: cid' <<<\"\$out\" && grep -q 'azure.workload.identity/use: \"true\"' <<<\"\$out\""
+
+step "azure.* values become citystack run flags"
+# args_of VALUES...: the container args of the Deployment rendered with VALUES (JSON array).
+args_of() {
+  "$helm" template "$release" "$chart" -n "$ns" "${image[@]}" --show-only templates/deployment.yaml "$@" |
+    "$kubectl" create --dry-run=client -o jsonpath='{.spec.template.spec.containers[0].args}' -f -
+}
+# flags DESCRIPTION EXTRA_ARGS_JSON VALUES...: rendered with VALUES, the args are exactly the
+# default ones followed by EXTRA_ARGS_JSON (a comma-separated JSON list body): the value lands
+# as its flag, and nothing else is added.
+flags() {
+  local desc=$1 extra=$2 got; shift 2
+  if ! got=$(args_of "$@" 2>&1); then bad "$desc" "$got"; return; fi
+  if [ "$got" = "${want%]},$extra]" ]; then ok "$desc"; else bad "$desc" "got:  $got"$'\n'"want: ${want%]},$extra]"; fi
+}
+guid=0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0
+flags "identity managed: --azure-identity managed" '"--azure-identity","managed"' --set azure.identity=managed
+flags "identity none: --azure-identity none" '"--azure-identity","none"' --set azure.identity=none
+flags "identity workload: --azure-identity workload" '"--azure-identity","workload"' \
+  --set azure.identity=workload --set azure.workloadIdentity.clientId=$guid
+flags "identity client-secret: --azure-identity client-secret" '"--azure-identity","client-secret"' \
+  --set azure.identity=client-secret --set azure.clientSecret.existingSecret=sp
+flags "trustedNamespaces: --trusted-namespaces" '"--azure-identity","managed","--trusted-namespaces","citystack.io/azure=trusted"' \
+  --set azure.identity=managed --set azure.trustedNamespaces=citystack.io/azure=trusted
+flags "subscriptionId: --azure-subscription-id" "\"--azure-subscription-id\",\"$guid\"" --set azure.subscriptionId=$guid
+flags "cloud azure-china: --azure-cloud azure-china" '"--azure-cloud","azure-china"' --set azure.cloud=azure-china
+flags "cloud azure-us-government: --azure-cloud azure-us-government" '"--azure-cloud","azure-us-government"' \
+  --set azure.cloud=azure-us-government
+flags "cloud custom: --azure-cloud custom, --azure-arm-endpoint, --azure-authority-host" \
+  '"--azure-cloud","custom","--azure-arm-endpoint","https://arm.example","--azure-authority-host","https://login.example"' \
+  --set azure.cloud=custom --set azure.armEndpoint=https://arm.example --set azure.authorityHost=https://login.example
+flags "armEndpoint alone (overrides the cloud's): --azure-arm-endpoint" '"--azure-arm-endpoint","https://arm.example"' \
+  --set azure.armEndpoint=https://arm.example
+flags "authorityHost alone: --azure-authority-host" '"--azure-authority-host","https://login.example"' \
+  --set azure.authorityHost=https://login.example
+flags "audience: --azure-audience" '"--azure-audience","https://arm.example/"' --set azure.audience=https://arm.example/
+flags "caBundle.configMap: --azure-ca-bundle at the mounted file" \
+  '"--azure-ca-bundle","/etc/citystack/azure-ca/ca-bundle.pem"' --set azure.caBundle.configMap=azure-ca
+flags "operationDeadlineSeconds: --azure-operation-deadline" '"--azure-operation-deadline","1800"' \
+  --set azure.operationDeadlineSeconds=1800
+check "no --azure-* or --trusted-namespaces flag by default" bash -c "! grep -qE -- '--(azure-|trusted-)' '$work/deployment.yaml'"
+# jsonpath_of TEMPLATE JSONPATH VALUES...: one field of one rendered template.
+jsonpath_of() {
+  local template=$1 path=$2; shift 2
+  "$helm" template "$release" "$chart" -n "$ns" "${image[@]}" --show-only "templates/$template" "$@" |
+    "$kubectl" create --dry-run=client -o jsonpath="$path" -f -
+}
+# equals WANT COMMAND...: the command's output is WANT.
+equals() {
+  local want=$1 got; shift
+  got=$("$@") || return 1
+  [ "$got" = "$want" ] || { printf 'got:  %s\nwant: %s\n' "$got" "$want"; return 1; }
+}
+check "caBundle: the ConfigMap's key is mounted read-only as the file the flag names" \
+  equals 'azure-ca:bundle.pem>ca-bundle.pem /etc/citystack/azure-ca true' \
+  jsonpath_of deployment.yaml '{.spec.template.spec.volumes[0].configMap.name}:{.spec.template.spec.volumes[0].configMap.items[0].key}>{.spec.template.spec.volumes[0].configMap.items[0].path} {.spec.template.spec.containers[0].volumeMounts[0].mountPath} {.spec.template.spec.containers[0].volumeMounts[0].readOnly}' \
+  --set azure.caBundle.configMap=azure-ca --set azure.caBundle.key=bundle.pem
+check "no volumes by default" equals "" jsonpath_of deployment.yaml '{.spec.template.spec.volumes}'
+# The operator itself accepts every flag and value the chart renders (clap refuses an
+# unknown flag or value with exit code 2 before anything else; the kubeconfig error after
+# parsing proves parsing passed).
+citystack_bin=${CITYSTACK_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/citystack}
+if [ -x "$citystack_bin" ]; then
+  all_args=$(args_of --set azure.identity=managed --set azure.trustedNamespaces=citystack.io/azure=trusted \
+    --set azure.subscriptionId=$guid --set azure.cloud=custom --set azure.armEndpoint=https://arm.example \
+    --set azure.authorityHost=https://login.example --set azure.audience=https://arm.example/ \
+    --set azure.caBundle.configMap=azure-ca --set azure.operationDeadlineSeconds=1800)
+  mapfile -t all_args < <(python3 -c 'import json, sys; print("\n".join(json.loads(sys.argv[1])))' "$all_args")
+  check "citystack accepts all of them: ${all_args[*]}" bash -c '
+    out=$("$@" --kubeconfig /nonexistent/kubeconfig 2>&1); rc=$?
+    [ $rc = 1 ] && grep -q "kubeconfig: /nonexistent/kubeconfig" <<<"$out" || { echo "exit $rc: $out"; exit 1; }' \
+    _ "$citystack_bin" "${all_args[@]}"
+  # Every value the schema allows for an enum flag is one the operator knows.
+  for key in identity cloud; do
+    flag=$([ $key = identity ] && echo --azure-identity || echo --azure-cloud)
+    for value in $(python3 -c 'import json, sys; print(" ".join(v for v in json.load(open(sys.argv[1]))["properties"]["azure"]["properties"][sys.argv[2]]["enum"] if v))' "$chart/values.schema.json" $key); do
+      check "citystack accepts azure.$key=$value ($flag $value)" bash -c '
+        out=$("$@" 2>&1); rc=$?
+        [ $rc = 1 ] && grep -q "kubeconfig: /nonexistent/kubeconfig" <<<"$out" || { echo "exit $rc: $out"; exit 1; }' \
+        _ "$citystack_bin" run "$flag" "$value" --kubeconfig /nonexistent/kubeconfig
+    done
+  done
+  refuses "(and the check can fail: citystack refuses an unknown flag)" "unexpected argument" \
+    "$citystack_bin" "${all_args[@]}" --azure-no-such-flag x --kubeconfig /nonexistent/kubeconfig
+else
+  bad "no citystack binary at $citystack_bin to check the flags against (cargo build, or set CITYSTACK_BIN)"
+fi
+
+step "Azure identity: Workload Identity convention, client-secret env"
+wi=(--set azure.identity=workload --set azure.workloadIdentity.clientId=cid)
+check "workload identity: ServiceAccount annotations client-id and tenant-id" \
+  equals '{"azure.workload.identity/client-id":"cid","azure.workload.identity/tenant-id":"tid"}' \
+  jsonpath_of serviceaccount.yaml '{.metadata.annotations}' "${wi[@]}" --set azure.workloadIdentity.tenantId=tid
+check "workload identity without tenantId: the client-id annotation only" \
+  equals '{"azure.workload.identity/client-id":"cid"}' jsonpath_of serviceaccount.yaml '{.metadata.annotations}' "${wi[@]}"
+check "workload identity: pod label azure.workload.identity/use=true" \
+  equals true jsonpath_of deployment.yaml '{.spec.template.metadata.labels.azure\.workload\.identity/use}' "${wi[@]}"
+check "identity managed: no workload identity label or annotation" bash -c "
+  ! '$helm' template $release $chart --set azure.identity=managed | grep -q 'azure.workload.identity'"
 check "client secret: AZURE_* env from the Secret" bash -c "
-  out=\$('$helm' template $release $chart --set azure.clientSecret.existingSecret=sp) &&
+  out=\$('$helm' template $release $chart --set azure.identity=client-secret --set azure.clientSecret.existingSecret=sp) &&
   [ \$(grep -c 'name: sp' <<<\"\$out\") = 3 ] && grep -q AZURE_CLIENT_SECRET <<<\"\$out\""
 check "no Azure identity settings by default" lacks "$work/cluster.yaml" "AZURE_"
 check "no workload identity by default" lacks "$work/cluster.yaml" "azure.workload.identity"
 refuses "workload identity without clientId is refused" "clientId is required" \
-  "$helm" template "$release" "$chart" --set azure.workloadIdentity.enabled=true
-refuses "workload identity and client secret together are refused" "exclusive" \
-  "$helm" template "$release" "$chart" --set azure.workloadIdentity.enabled=true \
+  "$helm" template "$release" "$chart" --set azure.identity=workload
+refuses "workloadIdentity.clientId without identity workload is refused" "only with azure.identity=workload" \
+  "$helm" template "$release" "$chart" --set azure.workloadIdentity.clientId=cid
+refuses "client-secret without existingSecret is refused" "existingSecret is required" \
+  "$helm" template "$release" "$chart" --set azure.identity=client-secret
+refuses "existingSecret without identity client-secret is refused" "only with azure.identity=client-secret" \
+  "$helm" template "$release" "$chart" --set azure.identity=workload \
   --set azure.workloadIdentity.clientId=cid --set azure.clientSecret.existingSecret=sp
+refuses "trustedNamespaces without an identity is refused" "no effect without an operator identity" \
+  "$helm" template "$release" "$chart" --set azure.trustedNamespaces=citystack.io/azure=trusted
+refuses "cloud custom without its endpoints is refused" "needs azure.armEndpoint and azure.authorityHost" \
+  "$helm" template "$release" "$chart" --set azure.cloud=custom --set azure.armEndpoint=https://arm.example
+refuses "an unknown identity is refused by the schema" "/azure/identity" \
+  "$helm" template "$release" "$chart" --set azure.identity=probe
+refuses "an unknown cloud is refused by the schema" "/azure/cloud" \
+  "$helm" template "$release" "$chart" --set azure.cloud=azure-mars
+refuses "a subscriptionId that is no GUID is refused by the schema" "subscriptionId" \
+  "$helm" template "$release" "$chart" --set azure.subscriptionId=not-a-guid
+refuses "an http:// ARM endpoint is refused by the schema" "armEndpoint" \
+  "$helm" template "$release" "$chart" --set azure.armEndpoint=http://arm.example
+refuses "operationDeadlineSeconds below 60 is refused by the schema" "operationDeadlineSeconds" \
+  "$helm" template "$release" "$chart" --set azure.operationDeadlineSeconds=30
+refuses "the former azure.workloadIdentity.enabled is refused by the schema" "enabled" \
+  "$helm" template "$release" "$chart" --set azure.workloadIdentity.enabled=true
+
+step "RBAC: the rendered rules are exactly the tables of README.md and the chart README"
+to_json() { "$kubectl" create --dry-run=client -o json -f "$1" >"$1.json"; }
+render --set azure.identity=managed --set azure.trustedNamespaces=citystack.io/azure=trusted >"$work/trusted.yaml"
+to_json "$work/cluster.yaml" && to_json "$work/namespaced.yaml" && to_json "$work/trusted.yaml"
+check "README.md (Security) and $chart/README.md (Permissions) list exactly the granted rules" \
+  python3 hack/chart-rbac.py --fullname citystack --release-namespace "$ns" --service-account "$sa" \
+  --watched "${watched[0]},${watched[1]}" --render "all=$work/cluster.yaml.json" \
+  --render "namespaced=$work/namespaced.yaml.json" --render "trusted=$work/trusted.yaml.json" \
+  README.md "$chart/README.md"
+# The comparison can fail: a rule the table does not list is reported.
+sed 's/"kube-system"/"kube-system", "default"/' "$work/cluster.yaml.json" >"$work/widened.json"
+refuses "(and a grant the tables omit fails the comparison)" "does not list" \
+  python3 hack/chart-rbac.py --fullname citystack --release-namespace "$ns" --service-account "$sa" \
+  --watched "${watched[0]},${watched[1]}" --render "all=$work/widened.json" \
+  --render "namespaced=$work/namespaced.yaml.json" --render "trusted=$work/trusted.yaml.json" README.md
+
 refuses "watchNamespaces as a string is refused by the schema" "watchNamespaces" \
   "$helm" template "$release" "$chart" --set watchNamespaces=team-a
 check "no CRD among the templates by default" lacks "$work/cluster.yaml" "kind: CustomResourceDefinition"
@@ -194,9 +339,9 @@ check "crds.templated render applies (dry run)" dry_run "$work/templated.yaml"
 step "install $release into $ns (PodSecurity restricted enforced)"
 if "$helm" status "$release" -n "$ns" >/dev/null 2>&1; then
   echo "  release $release exists: upgrading it instead (its ServiceAccount, and tokens of it, stay valid)"
-  check "helm upgrade $release" "$helm" upgrade "$release" "$chart" -n "$ns" "${image[@]}" --wait --timeout 120s
+  check "helm upgrade $release" "$helm" upgrade "$release" "$chart" -n "$ns" "${image[@]}" "${wide[@]}" --wait --timeout 120s
 else
-  check "helm install $release" "$helm" install "$release" "$chart" -n "$ns" --create-namespace "${image[@]}" --wait --timeout 120s
+  check "helm install $release" "$helm" install "$release" "$chart" -n "$ns" --create-namespace "${image[@]}" "${wide[@]}" --wait --timeout 120s
 fi
 check "Deployment Available" "$kubectl" -n "$ns" wait deployment/citystack --for=condition=Available --timeout=60s
 check "Deployment has 2 ready replicas" bash -c "
@@ -270,9 +415,11 @@ no_rules() {
   expect_verbs "$as" "$scope" events.events.k8s.io ""
   expect_verbs "$as" "$scope" azureresources.citystack.io ""
 }
-# common_rules AS RELEASE_NS: leases only in the release namespace, the self check, nothing else.
+# common_rules AS RELEASE_NS LIST: leases only in the release namespace, the self check, the
+# GET of Namespace kube-system, nothing else; LIST=list when Namespaces may also be listed
+# (azure.trustedNamespaces set), else empty.
 common_rules() {
-  local as=$1 home=$2
+  local as=$1 home=$2 list=$3
   expect_verbs "$as" "-n $home" leases.coordination.k8s.io "" get list watch create update patch
   expect_verbs "$as" "-n $unwatched" leases.coordination.k8s.io ""
   expect_verbs "$as" "-A" leases.coordination.k8s.io ""
@@ -281,25 +428,38 @@ common_rules() {
   expect_verbs "$as" "-n $unwatched" pods ""
   expect_verbs "$as" "-n $unwatched" configmaps ""
   expect_verbs "$as" "-n $unwatched" events ""
-  expect_verbs "$as" "-A" namespaces "" get list
+  # shellcheck disable=SC2086 # $list is one verb or none
+  expect_verbs "$as" "" namespaces/kube-system "" get $list
+  # shellcheck disable=SC2086
+  expect_verbs "$as" "" namespaces/default "" $list
+  # shellcheck disable=SC2086
+  expect_verbs "$as" "" namespaces "" $list
   expect_verbs "$as" "-A" roles.rbac.authorization.k8s.io ""
 }
 as_cluster=system:serviceaccount:$ns:$sa
 watched_rules "$as_cluster" "-n ${watched[0]}"
 watched_rules "$as_cluster" "-A"
-common_rules "$as_cluster" "$ns"
+common_rules "$as_cluster" "$ns" list
+check "$release (azure.identity=managed, trustedNamespaces): its args carry both flags" bash -c "
+  '$kubectl' -n $ns get deployment $release -o jsonpath='{.spec.template.spec.containers[0].args}' |
+    grep -qF '\"--azure-identity\",\"managed\",\"--trusted-namespaces\",\"citystack.io/azure=trusted\"'"
 
 step "RBAC of a namespaced release ($ns_release in $ns_release_ns watching ${watched[*]})"
 check "helm upgrade --install $ns_release (watchNamespaces=${watched[0]},${watched[1]})" \
   "$helm" upgrade --install "$ns_release" "$chart" -n "$ns_release_ns" "${image[@]}" \
-  --set "watchNamespaces={${watched[0]},${watched[1]}}" --set replicaCount=1 --wait --timeout 120s
+  --set "watchNamespaces={${watched[0]},${watched[1]}}" --set replicaCount=1 \
+  --set azure.identity=workload --set azure.workloadIdentity.clientId=cid --wait --timeout 120s
+check "$ns_release: ServiceAccount annotation azure.workload.identity/client-id: cid" bash -c "
+  [ \"\$('$kubectl' -n $ns_release_ns get serviceaccount $ns_release -o jsonpath='{.metadata.annotations.azure\\.workload\\.identity/client-id}')\" = cid ]"
+check "$ns_release: its pod carries azure.workload.identity/use=true" bash -c "
+  [ \$('$kubectl' -n $ns_release_ns get pods -l app.kubernetes.io/instance=$ns_release,azure.workload.identity/use=true -o name | wc -l) -ge 1 ]"
 check "$ns_release: --namespaces ${watched[0]},${watched[1]}" bash -c "
   '$kubectl' -n $ns_release_ns get deployment $ns_release -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -qF '\"--namespaces\",\"${watched[0]},${watched[1]}\"'"
 as_ns=system:serviceaccount:$ns_release_ns:$ns_release
 for n in "${watched[@]}"; do watched_rules "$as_ns" "-n $n"; done
 no_rules "$as_ns" "-n $unwatched"
 no_rules "$as_ns" "-A"
-common_rules "$as_ns" "$ns_release_ns"
+common_rules "$as_ns" "$ns_release_ns" ""
 check "helm uninstall $ns_release" "$helm" uninstall "$ns_release" -n "$ns_release_ns" --wait --timeout 60s
 
 step "crds.templated=true on the live release refuses the CRD it does not own"

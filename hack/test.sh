@@ -59,6 +59,11 @@ cargo test --locked -p armsim
 .local/venv/bin/pip install --quiet --disable-pip-version-check -r hack/python/requirements.txt
 .local/venv/bin/python -m pytest -q -p no:cacheprovider hack/armsim/tests/python
 
+# The operator image, assembled without a Docker daemon from the debug binary built above
+# (stripped; `make image` does the same from a release build) and checked as a runtime would
+# run it. Seconds, no cluster.
+PYTHON="$repo/.local/venv/bin/python" hack/image/test.sh "${CARGO_TARGET_DIR:-target}/debug/citystack" "$repo/.local/image"
+
 # The Helm chart: lint, server-side dry runs, install, RBAC verb by verb, CRD upgrade. It
 # leaves the release installed and writes a kubeconfig for the chart's ServiceAccount.
 hack/chart-test.sh "$state/kubeconfig" "$repo/.local/chart-operator.kubeconfig"

@@ -19,6 +19,8 @@ pub struct Permission {
     pub subresource: &'static str,
     /// Verb, e.g. `patch`.
     pub verb: &'static str,
+    /// The one object the verb is needed on (RBAC `resourceNames`); `None`: any.
+    pub name: Option<&'static str>,
     /// Namespace (`None`: all namespaces).
     pub namespace: Option<String>,
 }
@@ -27,17 +29,25 @@ impl std::fmt::Display for Permission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let group = if self.group.is_empty() { String::new() } else { format!(".{}", self.group) };
         let sub = if self.subresource.is_empty() { String::new() } else { format!("/{}", self.subresource) };
+        let name = self.name.map(|n| format!(" named {n}")).unwrap_or_default();
         let scope =
             self.namespace.as_deref().map(|n| format!("namespace {n}")).unwrap_or_else(|| "all namespaces".into());
-        write!(f, "{} {}{group}{sub} in {scope}", self.verb, self.resource)
+        write!(f, "{} {}{group}{sub}{name} in {scope}", self.verb, self.resource)
     }
 }
 
-/// What the SolutionStack controller does in each watched namespace (`None`: all), and the
-/// Lease verbs in the lease namespace when leader election is on. Server-side apply of a new
-/// object needs `create` besides `patch`; `blockOwnerDeletion` on ownerReferences needs
-/// `update` on the owner's `finalizers` subresource.
-pub fn required(namespaces: &[Option<String>], lease_namespace: Option<&str>) -> Vec<Permission> {
+/// What the controllers do in each watched namespace (`None`: all), the Lease verbs in the
+/// lease namespace when leader election is on, the GET of Namespace `kube-system` (the
+/// cluster identity, [`crate::cluster`]) and, only when `trusted_namespaces` (the operator's
+/// identity may be used in namespaces a label selector picks), the Namespace list that
+/// evaluates that selector. Server-side apply of a new object needs `create` besides `patch`;
+/// `blockOwnerDeletion` on ownerReferences needs `update` on the owner's `finalizers`
+/// subresource.
+pub fn required(
+    namespaces: &[Option<String>],
+    lease_namespace: Option<&str>,
+    trusted_namespaces: bool,
+) -> Vec<Permission> {
     const WATCHED: &[(&str, &str, &str, &[&str])] = &[
         ("citystack.io", "solutionstacks", "", &["get", "list", "watch"]),
         ("citystack.io", "solutionstacks", "status", &["patch"]),
@@ -56,13 +66,28 @@ pub fn required(namespaces: &[Option<String>], lease_namespace: Option<&str>) ->
     for namespace in namespaces {
         for (group, resource, subresource, verbs) in WATCHED {
             for verb in *verbs {
-                out.push(Permission { group, resource, subresource, verb, namespace: namespace.clone() });
+                out.push(Permission { group, resource, subresource, verb, name: None, namespace: namespace.clone() });
             }
         }
     }
-    // Trusted-namespace checks (label selector) and the cluster identity (kube-system's UID).
-    out.push(Permission { group: "", resource: "namespaces", subresource: "", verb: "list", namespace: None });
-    out.push(Permission { group: "", resource: "namespaces", subresource: "", verb: "get", namespace: None });
+    out.push(Permission {
+        group: "",
+        resource: "namespaces",
+        subresource: "",
+        verb: "get",
+        name: Some(crate::cluster::NAMESPACE),
+        namespace: None,
+    });
+    if trusted_namespaces {
+        out.push(Permission {
+            group: "",
+            resource: "namespaces",
+            subresource: "",
+            verb: "list",
+            name: None,
+            namespace: None,
+        });
+    }
     if let Some(ns) = lease_namespace {
         for verb in ["get", "list", "watch", "create", "patch"] {
             out.push(Permission {
@@ -70,6 +95,7 @@ pub fn required(namespaces: &[Option<String>], lease_namespace: Option<&str>) ->
                 resource: "leases",
                 subresource: "",
                 verb,
+                name: None,
                 namespace: Some(ns.to_owned()),
             });
         }
@@ -92,6 +118,7 @@ pub async fn missing(client: &Client, permissions: &[Permission]) -> Vec<String>
                     resource: Some(p.resource.into()),
                     subresource: (!p.subresource.is_empty()).then(|| p.subresource.into()),
                     verb: Some(p.verb.into()),
+                    name: p.name.map(Into::into),
                     namespace: p.namespace.clone(),
                     ..Default::default()
                 }),
@@ -114,19 +141,36 @@ mod tests {
 
     #[test]
     fn lists_every_verb_per_namespace_and_leases_once() {
-        let all = required(&[Some("a".into()), Some("b".into())], Some("ops"));
+        let all = required(&[Some("a".into()), Some("b".into())], Some("ops"), false);
         let per_namespace = all.iter().filter(|p| p.namespace.as_deref() == Some("a")).count();
         assert_eq!(all.iter().filter(|p| p.namespace.as_deref() == Some("b")).count(), per_namespace);
         assert_eq!(all.iter().filter(|p| p.resource == "leases").count(), 5);
-        assert_eq!(all.iter().filter(|p| p.resource == "namespaces").count(), 2);
         let status = Permission {
             group: "citystack.io",
             resource: "solutionstacks",
             subresource: "status",
             verb: "patch",
+            name: None,
             namespace: Some("a".into()),
         };
         assert!(all.contains(&status));
         assert_eq!(status.to_string(), "patch solutionstacks.citystack.io/status in namespace a");
+    }
+
+    #[test]
+    fn namespaces_are_read_only_as_far_as_needed() {
+        let namespaces = |trusted| {
+            required(&[None], None, trusted)
+                .into_iter()
+                .filter(|p| p.resource == "namespaces")
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+        };
+        // Without --trusted-namespaces only kube-system is read (the cluster identity).
+        assert_eq!(namespaces(false), ["get namespaces named kube-system in all namespaces"]);
+        assert_eq!(
+            namespaces(true),
+            ["get namespaces named kube-system in all namespaces", "list namespaces in all namespaces"]
+        );
     }
 }

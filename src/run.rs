@@ -15,7 +15,7 @@ use crate::leader::{self, LeaderGate, LeaseSettings};
 use std::sync::Arc;
 
 use crate::azure::arm::ArmShared;
-use crate::azure::cloud::{AzureArgs, Cloud};
+use crate::azure::cloud::{AzureArgs, Cloud, IdentityKind};
 use crate::azure::controller::AzureSettings;
 use crate::azure::credential::Credentials;
 use crate::cluster;
@@ -155,7 +155,14 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         .await
         .map_err(|source| StartError::Admin { addr: args.admin_addr, source })?;
 
-    let permissions = permissions::required(&namespaces, args.leader_elect.then_some(args.lease_namespace.as_str()));
+    // The selector is evaluated (a Namespace list) only for the operator's own identity.
+    let trusted_namespaces =
+        args.azure.azure_identity != IdentityKind::None && !args.azure.trusted_namespaces.trim().is_empty();
+    let permissions = permissions::required(
+        &namespaces,
+        args.leader_elect.then_some(args.lease_namespace.as_str()),
+        trusted_namespaces,
+    );
     tokio::spawn(self_check(client.clone(), permissions, health.clone()));
 
     let shutdown = CancellationToken::new();

@@ -49,10 +49,11 @@ async fn missing_verb_fails_readyz_by_name() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
-    // Cluster-wide: reading Namespaces (trusted-namespace checks, the cluster identity).
+    // Cluster-wide: only the GET of kube-system (the cluster identity), as the chart grants
+    // without --trusted-namespaces; the self check must not ask for more.
     let cluster_role: ClusterRole = serde_json::from_value(json!({
         "metadata": {"name": format!("{ns}-narrow")},
-        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list"]}]
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "resourceNames": ["kube-system"], "verbs": ["get"]}]
     }))
     .unwrap_or_else(|e| panic!("{e}"));
     Api::<ClusterRole>::all(client.clone()).create(&create, &cluster_role).await.unwrap_or_else(|e| panic!("{e}"));

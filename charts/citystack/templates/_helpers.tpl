@@ -97,16 +97,80 @@ src/permissions.rs checks at start-up). Leases are separate: only in the release
   verbs: ["update"]
 {{- end }}
 
+{{/* Where the azure.caBundle ConfigMap is mounted, and the file --azure-ca-bundle reads. */}}
+{{- define "citystack.caBundleDir" -}}/etc/citystack/azure-ca{{- end }}
+{{- define "citystack.caBundleFile" -}}{{ include "citystack.caBundleDir" . }}/ca-bundle.pem{{- end }}
+
+{{/*
+The `citystack run` flags of the azure.* values: a flag only for a value that is set, so an
+unset value leaves the operator's own default in force. Names as in src/azure/cloud.rs.
+*/}}
+{{- define "citystack.azureArgs" -}}
+{{- with .Values.azure }}
+{{- with .identity }}
+- --azure-identity
+- {{ . | quote }}
+{{- end }}
+{{- with .trustedNamespaces }}
+- --trusted-namespaces
+- {{ . | quote }}
+{{- end }}
+{{- with .subscriptionId }}
+- --azure-subscription-id
+- {{ . | quote }}
+{{- end }}
+{{- with .cloud }}
+- --azure-cloud
+- {{ . | quote }}
+{{- end }}
+{{- with .armEndpoint }}
+- --azure-arm-endpoint
+- {{ . | quote }}
+{{- end }}
+{{- with .authorityHost }}
+- --azure-authority-host
+- {{ . | quote }}
+{{- end }}
+{{- with .audience }}
+- --azure-audience
+- {{ . | quote }}
+{{- end }}
+{{- if .caBundle.configMap }}
+- --azure-ca-bundle
+- {{ include "citystack.caBundleFile" $ | quote }}
+{{- end }}
+{{- with .operationDeadlineSeconds }}
+- --azure-operation-deadline
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Checks of value combinations that the schema cannot express. */}}
 {{- define "citystack.validate" -}}
-{{- if and .Values.azure.workloadIdentity.enabled .Values.azure.clientSecret.existingSecret }}
-{{- fail "azure.workloadIdentity.enabled and azure.clientSecret.existingSecret are exclusive: choose one" }}
+{{- $azure := .Values.azure }}
+{{- $identity := $azure.identity | default "none" }}
+{{- if eq $identity "workload" }}
+{{- if not $azure.workloadIdentity.clientId }}
+{{- fail "azure.workloadIdentity.clientId is required with azure.identity=workload" }}
 {{- end }}
-{{- if and .Values.azure.workloadIdentity.enabled (not .Values.azure.workloadIdentity.clientId) }}
-{{- fail "azure.workloadIdentity.clientId is required when azure.workloadIdentity.enabled is true" }}
+{{- if not .Values.serviceAccount.create }}
+{{- fail "azure.identity=workload needs serviceAccount.create=true (the chart annotates the ServiceAccount); or annotate your own ServiceAccount, set podLabels.\"azure.workload.identity/use\"=\"true\" and pass --azure-identity workload in extraArgs" }}
 {{- end }}
-{{- if and .Values.azure.workloadIdentity.enabled (not .Values.serviceAccount.create) }}
-{{- fail "azure.workloadIdentity needs serviceAccount.create=true (the chart annotates the ServiceAccount); or annotate your own ServiceAccount and set podLabels.\"azure.workload.identity/use\"=\"true\"" }}
+{{- else if or $azure.workloadIdentity.clientId $azure.workloadIdentity.tenantId }}
+{{- fail "azure.workloadIdentity.* is used only with azure.identity=workload" }}
+{{- end }}
+{{- if and (eq $identity "client-secret") (not $azure.clientSecret.existingSecret) }}
+{{- fail "azure.clientSecret.existingSecret is required with azure.identity=client-secret (a Secret holding AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)" }}
+{{- end }}
+{{- if and $azure.clientSecret.existingSecret (ne $identity "client-secret") }}
+{{- fail "azure.clientSecret.existingSecret is used only with azure.identity=client-secret" }}
+{{- end }}
+{{- if and $azure.trustedNamespaces (eq $identity "none") }}
+{{- fail "azure.trustedNamespaces has no effect without an operator identity: set azure.identity (workload, managed or client-secret)" }}
+{{- end }}
+{{- if and (eq $azure.cloud "custom") (not (and $azure.armEndpoint $azure.authorityHost)) }}
+{{- fail "azure.cloud=custom needs azure.armEndpoint and azure.authorityHost" }}
 {{- end }}
 {{- $seen := dict }}
 {{- range .Values.watchNamespaces }}
