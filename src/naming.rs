@@ -80,6 +80,11 @@ pub const AZURE_RESOURCE_LABEL: &str = "citystack.io/azure-resource";
 /// the finalizer, and says so in an Event.
 pub const ABANDON_ANNOTATION: &str = "citystack.io/abandon";
 
+/// Annotation a person sets (any new value, e.g. a timestamp) on an AzureResource to have it
+/// read from Azure at once instead of at the next `--azure-resync`, e.g. after rotating keys.
+/// Any change of an annotation wakes the object; this one is the documented way.
+pub const REFRESH_ANNOTATION: &str = "citystack.io/refresh";
+
 /// The owner tag value of AzureResource `namespace/name` in the cluster whose kube-system
 /// namespace has UID `cluster`: `<cluster>/<namespace>/<name>`.
 pub fn owner_tag_value(cluster: &str, namespace: &str, name: &str) -> String {

@@ -211,6 +211,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         )));
         let (concurrency, default_subscription) = (args.concurrency, args.azure.azure_subscription_id.clone());
         let operation_deadline = Duration::from_secs(args.azure.azure_operation_deadline);
+        let resync = Duration::from_secs(args.azure.azure_resync);
         let (client, credentials, metrics, health, leader, shutdown, cluster_uid) = (
             client.clone(),
             credentials.clone(),

@@ -228,13 +228,19 @@ async fn report(
     write_status(object, ctx, status).await?;
     match result {
         Ok(Outcome::Progressing { after, .. }) => Ok(Action::requeue(after)),
-        Ok(Outcome::Provisioned { .. }) => Ok(Action::requeue(ctx.resync)),
+        Ok(Outcome::Provisioned { .. }) => Ok(Action::requeue(jittered(ctx.resync))),
         Ok(Outcome::Deleting { blocked: true, .. }) => Ok(Action::requeue(BLOCKED_RECHECK)),
         Ok(Outcome::Deleting { .. }) => Ok(Action::requeue(Duration::from_secs(5))),
         // Permanent errors wait for a change; the status says what to do.
         Err(error) if !error.category().is_transient() => Ok(Action::await_change()),
         Err(error) => Err(error),
     }
+}
+
+/// `resync` spread by ±10 %, so resources provisioned together do not read ARM together.
+fn jittered(resync: Duration) -> Duration {
+    let factor: f64 = rand::Rng::random_range(&mut rand::rng(), 0.9..=1.1);
+    resync.mul_f64(factor)
 }
 
 async fn write_status(object: &AzureResource, ctx: &Context, status: AzureResourceStatus) -> Result<()> {
@@ -372,4 +378,20 @@ pub fn verdict_of(status: &AzureResourceStatus) -> Option<Verdict> {
         .iter()
         .find(|c| c.type_ == "Ready")
         .map(|c| Verdict::Progressing { reason: c.reason.clone(), message: c.message.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resyncs_spread_within_ten_percent() {
+        let hour = Duration::from_secs(3600);
+        let spread: Vec<Duration> = (0..200).map(|_| jittered(hour)).collect();
+        assert!(
+            spread.iter().all(|d| (Duration::from_secs(3240)..=Duration::from_secs(3960)).contains(d)),
+            "{spread:?}"
+        );
+        assert!(spread.iter().any(|d| *d != spread[0]), "all the same: not spread");
+    }
 }

@@ -211,7 +211,7 @@ impl Operator {
         let mut child = Command::new(env!("CARGO_BIN_EXE_citystack"))
             .args(["run", "--admin-addr", "127.0.0.1:0", "--namespaces", namespace])
             .args(default_kubeconfig.unwrap_or_default())
-            .args(["--resync", &resync_seconds.to_string()])
+            .args(["--resync", &resync_seconds.to_string(), "--azure-resync", &resync_seconds.to_string()])
             .args(extra)
             .env("RUST_LOG", "info,citystack=debug")
             .envs(env.iter().copied())
