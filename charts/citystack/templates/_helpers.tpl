@@ -143,6 +143,10 @@ unset value leaves the operator's own default in force. Names as in src/azure/cl
 - --azure-operation-deadline
 - {{ . | quote }}
 {{- end }}
+{{- with .resyncSeconds }}
+- --azure-resync
+- {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 
