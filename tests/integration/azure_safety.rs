@@ -432,3 +432,29 @@ async fn a_binding_secret_name_held_by_another_owner_is_left_alone() {
     assert_eq!(now.resource_version(), theirs.resource_version(), "their Secret was written");
     harness::delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresh_annotation_reads_azure_at_once() {
+    // A resync far beyond the test's deadline: only the annotation can bring the new key.
+    let (client, ns, sim, _operator) = setup("refresh", Duration::from_millis(300), 3600).await;
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+    harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-refresh", "location": "eastus"})))
+        .await;
+    wait_azr_ready(&api, "rg").await;
+    let spec =
+        json!({"kind": "RedisCache", "name": "refresh-cache", "resourceGroup": "rg-refresh", "location": "eastus"});
+    harness::apply(&api, &azr("cache", spec)).await;
+    let cache = wait_azr_ready(&api, "cache").await;
+    let before = binding_data(&client, &ns, &cache).await.get("password").cloned();
+    let id = cache.status.as_ref().and_then(|s| s.resource_id.clone()).unwrap_or_default();
+    sim.admin(reqwest::Method::POST, "/_admin/regenerate", Some(json!({"resourceId": id}))).await;
+    let refresh = Patch::Merge(json!({"metadata": {"annotations": {citystack::naming::REFRESH_ANNOTATION: "1"}}}));
+    api.patch("cache", &PatchParams::default(), &refresh).await.unwrap_or_else(|e| panic!("{e}"));
+    wait_until("the rotated key reaches the binding Secret", DEADLINE, || async {
+        let cache = api.get("cache").await.ok()?;
+        let now = binding_data(&client, &ns, &cache).await.get("password").cloned();
+        (now.is_some() && now != before).then_some(())
+    })
+    .await;
+    harness::delete_namespace(&client, &ns).await;
+}
