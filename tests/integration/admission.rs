@@ -414,6 +414,12 @@ async fn invalid_azure_resources_are_rejected_naming_the_field() {
             azr(json!({"kind": "RedisCache", "containers": ["raw"]})),
             &["spec.containers", "only allowed for kind StorageAccount"],
         ),
+        (
+            "object name longer than a label value",
+            json!({"apiVersion": "citystack.io/v1alpha1", "kind": "AzureResource", "metadata": {"name": "r".repeat(64)},
+                   "spec": {"kind": "RedisCache"}}),
+            &["metadata.name must be at most 63 characters"],
+        ),
     ];
     let mut failures = Vec::new();
     for (what, object, expected) in &cases {
