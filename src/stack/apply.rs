@@ -138,7 +138,7 @@ fn orphans<K: Resource<DynamicType = ()> + Clone>(
         .state()
         .iter()
         .filter(|o| o.namespace() == namespace && o.labels().get(label::INSTANCE) == Some(&name))
-        .filter(|o| o.owner_references().iter().any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref()))
+        .filter(|o| uid.as_deref().is_some_and(|uid| ownership::controls(o.meta(), uid)))
         .filter(|o| !keep.contains(&(kind, o.name_any())))
         .filter_map(|o| Some((o.name_any(), o.uid()?)))
         .collect();

@@ -15,6 +15,26 @@ fn component(name: &str) -> Value {
     json!({"name": name, "image": "registry.example/x:1"})
 }
 
+/// Creates each `(what, object, expected)` and asserts the API server refuses it with 422 and
+/// a message holding every `expected` text; reports all mismatches at once.
+async fn assert_refused(api: &Api<DynamicObject>, cases: &[(&str, Value, &[&str])]) {
+    let mut failures = Vec::new();
+    for (what, object, expected) in cases {
+        let object: DynamicObject = serde_json::from_value(object.clone())
+            .unwrap_or_else(|e| panic!("{what}: test object does not deserialize: {e}"));
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => failures.push(format!("{what}: accepted")),
+            Err(kube::Error::Api(status)) => {
+                if status.code != 422 || !expected.iter().all(|e| status.message.contains(e)) {
+                    failures.push(format!("{what}: {} {}", status.code, status.message));
+                }
+            }
+            Err(other) => failures.push(format!("{what}: {other}")),
+        }
+    }
+    assert!(failures.is_empty(), "unexpected admission results:\n{}", failures.join("\n"));
+}
+
 #[tokio::test]
 async fn invalid_stacks_are_rejected_naming_the_field() {
     let client = harness::client().await;
@@ -266,23 +286,7 @@ async fn invalid_stacks_are_rejected_naming_the_field() {
     ];
     let cases: Vec<_> = cases.into_iter().chain(more).collect();
     assert!(cases.len() >= 40, "the table holds {} invalid stacks", cases.len());
-    let mut failures = Vec::new();
-    for (what, object, expected) in &cases {
-        let object: DynamicObject = match serde_json::from_value(object.clone()) {
-            Ok(o) => o,
-            Err(e) => panic!("{what}: test object does not deserialize: {e}"),
-        };
-        match stacks.create(&PostParams::default(), &object).await {
-            Ok(_) => failures.push(format!("{what}: accepted")),
-            Err(kube::Error::Api(status)) => {
-                if status.code != 422 || !expected.iter().all(|e| status.message.contains(e)) {
-                    failures.push(format!("{what}: {} {}", status.code, status.message));
-                }
-            }
-            Err(other) => failures.push(format!("{what}: {other}")),
-        }
-    }
-    assert!(failures.is_empty(), "unexpected admission results:\n{}", failures.join("\n"));
+    assert_refused(&stacks, &cases).await;
 
     // And what is valid is accepted, including look-alikes of the refused ones.
     let port = |name: &str, port: i32, protocol: &str| json!({"name": name, "port": port, "protocol": protocol});
@@ -421,20 +425,7 @@ async fn invalid_azure_resources_are_rejected_naming_the_field() {
             &["metadata.name must be at most 63 characters"],
         ),
     ];
-    let mut failures = Vec::new();
-    for (what, object, expected) in &cases {
-        let object: DynamicObject = serde_json::from_value(object.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
-        match resources.create(&PostParams::default(), &object).await {
-            Ok(_) => failures.push(format!("{what}: accepted")),
-            Err(kube::Error::Api(status)) => {
-                if status.code != 422 || !expected.iter().all(|e| status.message.contains(e)) {
-                    failures.push(format!("{what}: {} {}", status.code, status.message));
-                }
-            }
-            Err(other) => failures.push(format!("{what}: {other}")),
-        }
-    }
-    assert!(failures.is_empty(), "unexpected admission results:\n{}", failures.join("\n"));
+    assert_refused(&resources, &cases).await;
     let valid = [
         json!({"kind": "StorageAccount", "name": "cityfiles01", "location": "southeastasia", "resourceGroup": "rg-city_(prod)"}),
         json!({"kind": "RedisCache", "location": "South East Asia"}),
