@@ -35,8 +35,8 @@ crds: ## Regenerate crds/ from the API types
 	cargo run --quiet --locked -- crds --out-dir crds
 	cp crds/*.yaml charts/citystack/crds/
 
-bench: ## Benchmarks of the per-reconcile pure work (render, drift check)
-	cargo bench --locked --bench reconcile
+bench: ## Benchmarks: per-reconcile pure work, then the scale run on a local control plane (README: Scale)
+	hack/bench/run.sh
 
 lint: ## Formatting and clippy
 	cargo fmt --check

@@ -12,6 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::error::{Category, Error};
 
+/// The annotation Helm sets on what a release installs (Helm docs, "Resource ownership"); it
+/// names the owner of a conflicting object in messages.
+pub const HELM_RELEASE: &str = "meta.helm.sh/release-name";
+
 /// How a live object relates to the would-be controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Control {
@@ -43,7 +47,7 @@ pub fn owner_of(meta: &ObjectMeta) -> String {
     if let Some(owner) = meta.owner_references.iter().flatten().find(|r| r.controller == Some(true)) {
         return format!("{} {}", owner.kind, owner.name);
     }
-    let helm = meta.annotations.as_ref().and_then(|a| a.get("meta.helm.sh/release-name"));
+    let helm = meta.annotations.as_ref().and_then(|a| a.get(HELM_RELEASE));
     match helm {
         Some(release) => format!("Helm release {release}"),
         None => "no controller".into(),
@@ -79,7 +83,7 @@ mod tests {
                     block_owner_deletion: None,
                 }]
             }),
-            annotations: helm.map(|r| [("meta.helm.sh/release-name".to_owned(), r.to_owned())].into()),
+            annotations: helm.map(|r| [(HELM_RELEASE.to_owned(), r.to_owned())].into()),
             ..Default::default()
         }
     }

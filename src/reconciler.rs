@@ -207,9 +207,17 @@ pub fn intent<K: Resource>(object: &K) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Drops what reconciles never read from cached objects (managedFields).
+/// Drops what reconciles never read from cached objects: managedFields, and every annotation
+/// but ours (`citystack.io/`) and Helm's release name (named in ownership conflicts). Above
+/// all `kubectl.kubernetes.io/last-applied-configuration`: a second copy of the object, which
+/// on a Secret holds its data in clear text and must never sit in a cache.
 pub fn strip<K: Resource>(object: &mut K) {
     object.managed_fields_mut().clear();
+    let annotations = object.annotations_mut();
+    annotations.retain(|key, _| key.starts_with("citystack.io/") || key == crate::ownership::HELM_RELEASE);
+    if annotations.is_empty() {
+        object.meta_mut().annotations = None;
+    }
 }
 
 /// Reason of `Stalled=False`.

@@ -7,7 +7,9 @@
 # Writes an admin kubeconfig to <repo>/.local/kubeconfig (override: CITYSTACK_KUBECONFIG)
 # and to STATE_DIR/kubeconfig. Ports are random free loopback ports unless set through
 # CITYSTACK_{ETCD_CLIENT,ETCD_PEER,APISERVER,KCM,SCHEDULER}_PORT. Deadline per phase:
-# CITYSTACK_UP_TIMEOUT seconds (default 120). Stop with hack/cluster/down.sh [STATE_DIR].
+# CITYSTACK_UP_TIMEOUT seconds (default 120). Fake nodes: CITYSTACK_NODES (default 2), each
+# with room for CITYSTACK_NODE_PODS pods (default 110, the kubelet's default; `make bench`
+# raises it). Stop with hack/cluster/down.sh [STATE_DIR].
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,6 +19,8 @@ mkdir -p "$state"
 state=$(cd "$state" && pwd)
 kubeconfig_out=${CITYSTACK_KUBECONFIG:-$repo/.local/kubeconfig}
 timeout=${CITYSTACK_UP_TIMEOUT:-120}
+node_count=${CITYSTACK_NODES:-2}
+node_pods=${CITYSTACK_NODE_PODS:-110}
 started_at=$(date +%s.%N)
 
 # Order matters: down.sh and failure cleanup stop them in reverse.
@@ -70,7 +74,7 @@ apiserver_ready() {
 cluster_usable() {
   local kc=("$kubectl" --kubeconfig "$state/kubeconfig" --request-timeout=5s) out
   out=$("${kc[@]}" get nodes -o 'jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}/{.spec.taints}{"\n"}{end}' 2>/dev/null) || return 1
-  [ "$(printf '%s\n' "$out" | grep -c '^kwok-node-[01]=True/$')" = 2 ] || return 1
+  [ "$(printf '%s\n' "$out" | grep -c '^kwok-node-[0-9]*=True/$')" = "$node_count" ] || return 1
   "${kc[@]}" -n default get serviceaccount default >/dev/null 2>&1
 }
 
@@ -270,7 +274,10 @@ wait_for etcd "etcd healthy" "curl -fs --max-time 2 http://127.0.0.1:$p_etcd/hea
 # is what rejects privileged pods and tests see the same errors as in production.
 # --endpoint-reconciler-type=none: the "kubernetes" Service cannot get a loopback endpoint
 # (Endpoints validation rejects 127.0.0.0/8) and no real pod ever dials it here.
+# ShardedListAndWatch (alpha, KEP-5866): list and watch take a shardSelector, which sharded
+# operator replicas use; it changes nothing for clients that do not send one.
 start kube-apiserver \
+  --feature-gates=ShardedListAndWatch=true \
   --bind-address=127.0.0.1 \
   --advertise-address=127.0.0.1 \
   --secure-port="$p_api" \
@@ -349,7 +356,7 @@ wait_for kube-scheduler "kube-scheduler /healthz ok" \
 # Registered as kwok-controller, not citystack-admin, so the admin user's audit trail
 # starts empty for tests. No taints: ordinary pods must schedule without tolerations.
 nodes=""
-for i in 0 1; do
+for i in $(seq 0 $((node_count - 1))); do
   nodes+="---
 apiVersion: v1
 kind: Node
@@ -364,8 +371,8 @@ metadata:
     kubernetes.io/hostname: kwok-node-$i
 spec: {}
 status:
-  allocatable: {cpu: \"32\", memory: 256Gi, pods: \"110\"}
-  capacity: {cpu: \"32\", memory: 256Gi, pods: \"110\"}
+  allocatable: {cpu: \"1000\", memory: 4Ti, pods: \"$node_pods\"}
+  capacity: {cpu: \"1000\", memory: 4Ti, pods: \"$node_pods\"}
 "
 done
 printf '%s' "$nodes" | "$kubectl" --kubeconfig "$pki/kwok.kubeconfig" apply -f - >/dev/null \

@@ -2,6 +2,8 @@
 
 pub mod apply;
 pub mod drift;
+pub mod index;
+pub mod lean;
 pub mod quantity;
 pub mod render;
 pub mod resolve;
@@ -106,6 +108,7 @@ pub async fn run(
     let deploy_stream = watcher(deployments, owned.clone())
         .default_backoff()
         .modify(reconciler::strip)
+        .modify(lean::deployment)
         .reflect(deploy_writer)
         .inspect(sync.observer(0))
         .touched_objects();
@@ -113,6 +116,7 @@ pub async fn run(
     let service_stream = watcher(services, owned)
         .default_backoff()
         .modify(reconciler::strip)
+        .modify(lean::service)
         .reflect(service_writer)
         .inspect(sync.observer(1))
         .touched_objects();
@@ -137,11 +141,16 @@ pub async fn run(
         .inspect(sync.observer(2))
         .touched_objects();
     let (stack_store, stack_writer) = reflector::store();
+    let references = index::Index::default();
     let stack_stream = watcher(stacks, watcher::Config::default())
         .default_backoff()
         .modify(reconciler::strip)
         .reflect(stack_writer)
         .inspect(sync.observer(3))
+        .inspect({
+            let references = references.clone();
+            move |event| references.observe(event)
+        })
         .applied_objects();
 
     let reporter = Reporter { controller: "citystack".into(), instance: std::env::var("POD_NAME").ok() };
@@ -158,16 +167,19 @@ pub async fn run(
     });
 
     let promotions = leader.promotions();
-    let secret_index = stack_store.clone();
-    let azure_index = stack_store.clone();
+    let secret_index = references.clone();
     let config = controller::Config::default().concurrency(settings.concurrency);
     let stop = shutdown.clone();
     Controller::for_stream(stack_stream, stack_store)
         .with_config(config)
         .owns_stream(deploy_stream)
         .owns_stream(service_stream)
-        .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| stacks_binding(&secret_index, &secret))
-        .watches_stream(azure_stream, move |resource: AzureResource| stacks_using(&azure_index, &resource))
+        .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
+            secret_index.binding_secret(&secret.namespace().unwrap_or_default(), &secret.name_any())
+        })
+        .watches_stream(azure_stream, move |resource: AzureResource| {
+            references.using_azure(&resource.namespace().unwrap_or_default(), &resource.name_any())
+        })
         .reconcile_all_on(promotions)
         .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(reconcile, error_policy, ctx)
@@ -220,37 +232,6 @@ impl SyncTracker {
             }
         }
     }
-}
-
-/// The stacks an AzureResource matters to: its owner, and those that reference it.
-fn stacks_using(stacks: &Store<SolutionStack>, resource: &AzureResource) -> Vec<ObjectRef<SolutionStack>> {
-    let (namespace, name) = (resource.namespace(), resource.name_any());
-    stacks
-        .state()
-        .iter()
-        .filter(|s| s.namespace() == namespace)
-        .filter(|s| {
-            s.spec.bindings.iter().any(|b| resolve::azure_resource_name(s, b).as_deref() == Some(name.as_str()))
-        })
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
-        .collect()
-}
-
-/// The stacks in the Secret's namespace that bind it by name.
-fn stacks_binding(stacks: &Store<SolutionStack>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<SolutionStack>> {
-    let (namespace, name) = (secret.namespace(), secret.name_any());
-    stacks
-        .state()
-        .iter()
-        .filter(|s| s.namespace() == namespace)
-        .filter(|s| {
-            s.spec.bindings.iter().any(|b| {
-                b.secret_ref.as_ref().is_some_and(|r| r.name == name)
-                    || resolve::azure_resource_name(s, b).is_some_and(|azr| naming::binding_secret_name(&azr) == name)
-            })
-        })
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
-        .collect()
 }
 
 async fn reconcile(stack: Arc<SolutionStack>, ctx: Arc<Context>) -> Result<Action> {

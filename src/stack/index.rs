@@ -1,0 +1,223 @@
+//! Which stacks a Secret or AzureResource event concerns, looked up in an index kept from
+//! the stack watch instead of scanning every stack per event: with N stacks and N bound
+//! Secrets, a relist of the Secrets costs N lookups, not N² binding comparisons.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+use crate::api::SolutionStack;
+use crate::naming;
+use crate::stack::resolve;
+
+/// `(namespace, name)` of a Secret or an AzureResource.
+type Key = (String, String);
+
+/// What one stack refers to by name, in its own namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refers {
+    /// Secrets it binds: `secretRef` names, and the binding Secret (`<azure resource>-binding`)
+    /// of each Azure binding.
+    pub secrets: BTreeSet<String>,
+    /// AzureResources it owns (inline Azure bindings) or references (`azureResourceRef`).
+    pub azure: BTreeSet<String>,
+}
+
+/// The names `stack` refers to (pure).
+pub fn refers(stack: &SolutionStack) -> Refers {
+    let mut out = Refers::default();
+    for binding in &stack.spec.bindings {
+        if let Some(secret) = &binding.secret_ref {
+            out.secrets.insert(secret.name.clone());
+        }
+        if let Some(azure) = resolve::azure_resource_name(stack, binding) {
+            out.secrets.insert(naming::binding_secret_name(&azure));
+            out.azure.insert(azure);
+        }
+    }
+    out
+}
+
+/// Referenced `(namespace, name)` → names of the stacks (in that namespace) referring to it.
+type Referrers = HashMap<Key, BTreeSet<String>>;
+
+#[derive(Default)]
+struct Maps {
+    secrets: Referrers,
+    azure: Referrers,
+    stacks: HashMap<Key, Refers>,
+}
+
+fn key(stack: &SolutionStack) -> Key {
+    (stack.namespace().unwrap_or_default(), stack.name_any())
+}
+
+impl Maps {
+    fn insert(&mut self, stack: &SolutionStack) {
+        let (namespace, name) = key(stack);
+        self.remove(&namespace, &name);
+        let refers = refers(stack);
+        for secret in &refers.secrets {
+            self.secrets.entry((namespace.clone(), secret.clone())).or_default().insert(name.clone());
+        }
+        for azure in &refers.azure {
+            self.azure.entry((namespace.clone(), azure.clone())).or_default().insert(name.clone());
+        }
+        self.stacks.insert((namespace, name), refers);
+    }
+
+    fn remove(&mut self, namespace: &str, stack: &str) {
+        let Some(old) = self.stacks.remove(&(namespace.to_owned(), stack.to_owned())) else { return };
+        for (map, names) in [(&mut self.secrets, &old.secrets), (&mut self.azure, &old.azure)] {
+            for name in names {
+                let key = (namespace.to_owned(), name.clone());
+                if let Some(set) = map.get_mut(&key) {
+                    set.remove(stack);
+                    if set.is_empty() {
+                        map.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The index, shared between the stack watch (which keeps it) and the event mappers (which
+/// read it). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Index {
+    live: Arc<Mutex<Maps>>,
+    /// Built during a relist and swapped in when it completes, so stacks deleted while the
+    /// watch was down leave no entries behind.
+    relist: Arc<Mutex<Option<Maps>>>,
+}
+
+impl Index {
+    /// Updates the index from one event of the stack watch (the `inspect` callback).
+    pub fn observe(&self, event: &Result<watcher::Event<SolutionStack>, watcher::Error>) {
+        let Ok(event) = event else { return };
+        match event {
+            watcher::Event::Apply(stack) => {
+                if let Ok(mut live) = self.live.lock() {
+                    live.insert(stack);
+                }
+            }
+            watcher::Event::Delete(stack) => {
+                if let Ok(mut live) = self.live.lock() {
+                    let (namespace, name) = key(stack);
+                    live.remove(&namespace, &name);
+                }
+            }
+            watcher::Event::Init => {
+                if let Ok(mut relist) = self.relist.lock() {
+                    *relist = Some(Maps::default());
+                }
+            }
+            watcher::Event::InitApply(stack) => {
+                if let Ok(mut relist) = self.relist.lock() {
+                    relist.get_or_insert_with(Maps::default).insert(stack);
+                }
+            }
+            watcher::Event::InitDone => {
+                let built = self.relist.lock().ok().and_then(|mut r| r.take());
+                if let (Some(built), Ok(mut live)) = (built, self.live.lock()) {
+                    *live = built;
+                }
+            }
+        }
+    }
+
+    /// The stacks in `namespace` that bind the Secret `name`.
+    pub fn binding_secret(&self, namespace: &str, name: &str) -> Vec<ObjectRef<SolutionStack>> {
+        self.lookup(|m| &m.secrets, namespace, name)
+    }
+
+    /// The stacks in `namespace` that own or reference the AzureResource `name`.
+    pub fn using_azure(&self, namespace: &str, name: &str) -> Vec<ObjectRef<SolutionStack>> {
+        self.lookup(|m| &m.azure, namespace, name)
+    }
+
+    fn lookup(&self, map: impl Fn(&Maps) -> &Referrers, namespace: &str, name: &str) -> Vec<ObjectRef<SolutionStack>> {
+        let Ok(live) = self.live.lock() else { return Vec::new() };
+        let stacks = map(&live).get(&(namespace.to_owned(), name.to_owned())).cloned().unwrap_or_default();
+        stacks.into_iter().map(|stack| ObjectRef::new(&stack).within(namespace)).collect()
+    }
+
+    /// Entries held: (stacks, Secret keys, AzureResource keys). For tests and metrics.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        self.live.lock().map(|m| (m.stacks.len(), m.secrets.len(), m.azure.len())).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(namespace: &str, name: &str, bindings: serde_json::Value) -> SolutionStack {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "citystack.io/v1alpha1", "kind": "SolutionStack",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"components": [{"name": "web", "image": "registry.example/web:1"}], "bindings": bindings}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn names(refs: Vec<ObjectRef<SolutionStack>>) -> Vec<String> {
+        refs.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn every_kind_of_reference_is_indexed() {
+        let s = stack(
+            "city",
+            "portal",
+            serde_json::json!([
+                {"name": "db", "secretRef": {"name": "db-credentials"}},
+                {"name": "cache", "azure": {"kind": "RedisCache"}},
+                {"name": "vault", "azureResourceRef": {"name": "shared-vault"}},
+            ]),
+        );
+        let refers = refers(&s);
+        assert_eq!(
+            refers.secrets.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["db-credentials", "portal-cache-binding", "shared-vault-binding"]
+        );
+        assert_eq!(refers.azure.iter().map(String::as_str).collect::<Vec<_>>(), ["portal-cache", "shared-vault"]);
+    }
+
+    #[test]
+    fn changes_deletes_and_relists_keep_the_index_exact() {
+        let index = Index::default();
+        let a = stack("city", "a", serde_json::json!([{"name": "db", "secretRef": {"name": "db"}}]));
+        let b = stack("city", "b", serde_json::json!([{"name": "db", "secretRef": {"name": "db"}}]));
+        let other_ns = stack("town", "c", serde_json::json!([{"name": "db", "secretRef": {"name": "db"}}]));
+        for s in [&a, &b, &other_ns] {
+            index.observe(&Ok(watcher::Event::Apply(s.clone())));
+        }
+        assert_eq!(names(index.binding_secret("city", "db")), ["a", "b"]);
+        assert_eq!(names(index.binding_secret("town", "db")), ["c"]);
+        assert!(index.binding_secret("city", "other").is_empty());
+
+        // b now binds another Secret: it leaves the old key.
+        let b2 = stack("city", "b", serde_json::json!([{"name": "db", "secretRef": {"name": "db-v2"}}]));
+        index.observe(&Ok(watcher::Event::Apply(b2)));
+        assert_eq!(names(index.binding_secret("city", "db")), ["a"]);
+        assert_eq!(names(index.binding_secret("city", "db-v2")), ["b"]);
+
+        index.observe(&Ok(watcher::Event::Delete(a.clone())));
+        assert!(index.binding_secret("city", "db").is_empty());
+
+        // A relist that no longer has c (deleted while the watch was down) forgets it, and
+        // the old entries answer until the relist completes.
+        index.observe(&Ok(watcher::Event::Init));
+        index.observe(&Ok(watcher::Event::InitApply(a)));
+        assert_eq!(names(index.binding_secret("town", "db")), ["c"]);
+        index.observe(&Ok(watcher::Event::InitDone));
+        assert!(index.binding_secret("town", "db").is_empty());
+        assert_eq!(names(index.binding_secret("city", "db")), ["a"]);
+        assert_eq!(index.sizes(), (1, 1, 0));
+    }
+}
