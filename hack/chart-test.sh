@@ -147,6 +147,9 @@ args=$("$kubectl" create --dry-run=client -o jsonpath='{.spec.template.spec.cont
 # shellcheck disable=SC2016 # $(POD_NAMESPACE) is literal: the kubelet expands it.
 want='["run","--leader-elect","--lease-name","citystack","--lease-namespace","$(POD_NAMESPACE)","--admin-addr","0.0.0.0:8080","--log-format","json","--concurrency","4","--resync","300"]'
 check "Deployment args: citystack run ${want}" test "$args" = "$want"
+check "sharding.enabled: --shard in place of --leader-elect" bash -c "
+  '$helm' template $release $chart -n $ns ${image[*]} --set sharding.enabled=true --show-only templates/deployment.yaml |
+    grep -q -- '- --shard' && ! '$helm' template $release $chart -n $ns ${image[*]} --set sharding.enabled=true --show-only templates/deployment.yaml | grep -q -- --leader-elect"
 check "image citystack:dev" has "$work/cluster.yaml" 'image: "citystack:dev"'
 check "no ServiceMonitor by default" lacks "$work/cluster.yaml" "kind: ServiceMonitor"
 check "ServiceMonitor when enabled and the API exists" bash -c "

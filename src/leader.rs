@@ -91,6 +91,41 @@ impl LeaderGate {
     }
 }
 
+/// The writing side of a gate that something other than leader election drives: a sharded
+/// replica opens it for as long as its own Lease renewal is fresh.
+pub struct GateControl {
+    tx: watch::Sender<bool>,
+    state: Arc<GateState>,
+}
+
+impl LeaderGate {
+    /// A closed gate and its control.
+    pub fn controlled() -> (LeaderGate, GateControl) {
+        let (tx, rx) = watch::channel(false);
+        let state = Arc::new(GateState { leader: rx, valid_until: Mutex::new(None) });
+        (LeaderGate { inner: Some(state.clone()) }, GateControl { tx, state })
+    }
+}
+
+impl GateControl {
+    /// Opens the gate until `until` (when a renewal stops being valid): without a later
+    /// call, writing stops on its own then.
+    pub fn open_until(&self, until: Instant) {
+        if let Ok(mut valid) = self.state.valid_until.lock() {
+            *valid = Some(until);
+        }
+        self.tx.send_if_modified(|open| !std::mem::replace(open, true));
+    }
+
+    /// Closes the gate now.
+    pub fn close(&self) {
+        if let Ok(mut valid) = self.state.valid_until.lock() {
+            *valid = None;
+        }
+        self.tx.send_if_modified(|open| std::mem::replace(open, false));
+    }
+}
+
 /// Starts leader election in the background. The returned task releases the lease when
 /// `shutdown` is cancelled and then ends.
 ///

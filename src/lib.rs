@@ -15,5 +15,6 @@ pub mod ownership;
 pub mod permissions;
 pub mod reconciler;
 pub mod run;
+pub mod shard;
 pub mod stack;
 pub mod telemetry;

@@ -46,9 +46,15 @@ pub struct RunArgs {
     pub admin_addr: SocketAddr,
     /// Elect a leader among replicas through a coordination.k8s.io Lease; only the leader
     /// writes, followers keep their caches warm.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "shard")]
     pub leader_elect: bool,
-    /// Name of the Lease.
+    /// Share the work among replicas: each holds a part of the stacks' UID hash space, set by
+    /// the live member Leases (named `<lease-name>-<identity>`), and reconciles only that
+    /// part. On Kubernetes 1.36+ with the ShardedListAndWatch feature gate the API server
+    /// filters the stacks each replica receives; elsewhere each replica filters them.
+    #[arg(long)]
+    pub shard: bool,
+    /// Name of the Lease (with --shard: the ring's name, the member Leases' prefix).
     #[arg(long, default_value = "citystack")]
     pub lease_name: String,
     /// Namespace of the Lease.
@@ -140,13 +146,8 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let health = Health::new(namespaces.len() * 2);
     let cloud = Cloud::from_args(&args.azure).map_err(StartError::Flags)?;
     let transport = crate::azure::cloud::transport(args.azure.azure_ca_bundle.as_ref()).map_err(StartError::Flags)?;
-    let arm = ArmShared::new(
-        transport,
-        &cloud.arm_endpoint,
-        &cloud.scope,
-        args.azure.azure_requests_per_second,
-        metrics.clone(),
-    );
+    let arm =
+        ArmShared::new(transport, &cloud.arm_endpoint, &cloud.scope, args.azure.azure_budget_percent, metrics.clone());
     let credentials = Arc::new(
         Credentials::new(client.clone(), arm, cloud, args.azure.azure_identity, &args.azure.trusted_namespaces)
             .map_err(|e| StartError::Flags(e.to_string()))?,
@@ -168,6 +169,30 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal(shutdown.clone()));
     info!(namespaces = ?namespaces, concurrency = args.concurrency, resync_seconds = args.resync, "starting controllers");
+    // The Azure controllers start only once the cluster's identity is read (never with an
+    // empty one); until then /readyz says why. The SolutionStack controllers do not need it.
+    let identity_read: ClusterIdentity =
+        Box::pin(read_cluster_identity(client.clone(), cluster::Attempts::default(), health.clone(), shutdown.clone()));
+    let cluster_uid = identity_read.shared();
+    let work =
+        Work { client: client.clone(), args: args.clone(), namespaces, credentials, metrics, health, cluster_uid };
+    if args.shard {
+        let settings = crate::shard::Settings {
+            ring: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: identity(),
+            duration: args.lease_duration,
+            grace: args.lease_grace,
+            drain: Duration::from_secs(args.shutdown_timeout),
+        };
+        let probe = work.namespaces.first().cloned().flatten();
+        crate::shard::run(client, settings, probe, shutdown, move |assignment, token| {
+            work.controllers(Some(assignment.scope), assignment.gate, token)
+        })
+        .await;
+        info!("stopped");
+        return Ok(());
+    }
     let (leader, election) = if args.leader_elect {
         let settings = LeaseSettings {
             name: args.lease_name.clone(),
@@ -183,7 +208,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         (LeaderGate::always(), None)
     };
     tokio::spawn({
-        let (metrics, mut changes) = (metrics.clone(), leader.changes());
+        let (metrics, mut changes) = (work.metrics.clone(), leader.changes());
         async move {
             loop {
                 metrics.set_leader(*changes.borrow_and_update());
@@ -193,43 +218,8 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             }
         }
     });
-    // The Azure controllers start only once the cluster's identity is read (never with an
-    // empty one); until then /readyz says why. The SolutionStack controllers do not need it.
-    let cluster_uid =
-        read_cluster_identity(client.clone(), cluster::Attempts::default(), health.clone(), shutdown.clone()).shared();
-    let mut controllers: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();
-    for namespace in namespaces {
-        let resync = Duration::from_secs(args.resync);
-        let settings = stack::Settings { namespace: namespace.clone(), concurrency: args.concurrency, resync };
-        controllers.push(Box::pin(stack::run(
-            client.clone(),
-            settings,
-            metrics.clone(),
-            health.clone(),
-            leader.clone(),
-            shutdown.clone(),
-        )));
-        let (concurrency, default_subscription) = (args.concurrency, args.azure.azure_subscription_id.clone());
-        let operation_deadline = Duration::from_secs(args.azure.azure_operation_deadline);
-        let resync = Duration::from_secs(args.azure.azure_resync);
-        let (client, credentials, metrics, health, leader, shutdown, cluster_uid) = (
-            client.clone(),
-            credentials.clone(),
-            metrics.clone(),
-            health.clone(),
-            leader.clone(),
-            shutdown.clone(),
-            cluster_uid.clone(),
-        );
-        controllers.push(Box::pin(async move {
-            // None: shut down before the identity was read.
-            let Some(cluster_uid) = cluster_uid.await else { return };
-            let settings =
-                AzureSettings { namespace, concurrency, resync, default_subscription, cluster_uid, operation_deadline };
-            crate::azure::controller::run(client, settings, credentials, metrics, health, leader, shutdown).await;
-        }));
-    }
-    let mut controllers = std::pin::pin!(futures::future::join_all(controllers));
+    let controllers = work.controllers(None, leader, shutdown.clone());
+    let mut controllers = std::pin::pin!(controllers);
     tokio::select! {
         _ = &mut controllers => {}
         _ = shutdown.cancelled() => {
@@ -247,6 +237,74 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// What the controllers of one run (or of one shard period) share.
+struct Work {
+    client: Client,
+    args: RunArgs,
+    namespaces: Vec<Option<String>>,
+    credentials: Arc<Credentials>,
+    metrics: Metrics,
+    health: Health,
+    cluster_uid: futures::future::Shared<ClusterIdentity>,
+}
+
+/// The cluster identity being read (`None` if shut down first).
+type ClusterIdentity = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+
+impl Work {
+    /// The SolutionStack and AzureResource controllers of every watched namespace, limited to
+    /// `shard` when sharded, writing while `gate` is open, until `shutdown`.
+    fn controllers(
+        &self,
+        shard: Option<crate::shard::Scope>,
+        gate: LeaderGate,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + use<> {
+        let mut controllers: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();
+        for namespace in self.namespaces.clone() {
+            let resync = Duration::from_secs(self.args.resync);
+            let settings =
+                stack::Settings { namespace: namespace.clone(), concurrency: self.args.concurrency, resync, shard };
+            controllers.push(Box::pin(stack::run(
+                self.client.clone(),
+                settings,
+                self.metrics.clone(),
+                self.health.clone(),
+                gate.clone(),
+                shutdown.clone(),
+            )));
+            let azure = &self.args.azure;
+            let (concurrency, default_subscription) = (self.args.concurrency, azure.azure_subscription_id.clone());
+            let operation_deadline = Duration::from_secs(azure.azure_operation_deadline);
+            let resync = Duration::from_secs(azure.azure_resync);
+            let (client, credentials, metrics, health, gate, shutdown, cluster_uid) = (
+                self.client.clone(),
+                self.credentials.clone(),
+                self.metrics.clone(),
+                self.health.clone(),
+                gate.clone(),
+                shutdown.clone(),
+                self.cluster_uid.clone(),
+            );
+            controllers.push(Box::pin(async move {
+                // None: shut down before the identity was read.
+                let Some(cluster_uid) = cluster_uid.await else { return };
+                let settings = AzureSettings {
+                    namespace,
+                    concurrency,
+                    resync,
+                    default_subscription,
+                    cluster_uid,
+                    operation_deadline,
+                    shard,
+                };
+                crate::azure::controller::run(client, settings, credentials, metrics, health, gate, shutdown).await;
+            }));
+        }
+        futures::future::join_all(controllers).map(|_| ())
+    }
 }
 
 /// The check name of missing permissions in [`Health`].

@@ -211,6 +211,8 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
     let seen = watch::stacks(client);
     let created = starts(n);
     let cpu_before = operator.cpu_seconds();
+    let (requests_before, writes_before) = (operator.requests().await, operator.writes().await);
+    let reconciles_before = operator.reconciles().await;
     eprintln!("bench: creating {n} SolutionStacks");
     fleet::create_stacks(client, 0..n, "op", args.per_namespace, recorder(&created)).await;
     if seen.wait("bench-op-", n, deadline).await {
@@ -259,6 +261,25 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
         operator.cpu_seconds() - cpu_before,
         "s",
         "operator CPU time while converging",
+    );
+    let per_stack = |v: f64| v / n.max(1) as f64;
+    let requests = operator.requests().await - requests_before;
+    report.add(
+        &run,
+        "requests_per_stack",
+        per_stack(requests),
+        "requests",
+        "API requests the operator sent per stack while converging, watches aside (the bare client: 5)",
+    );
+    let writes = operator.writes().await - writes_before;
+    report.add(&run, "writes_per_stack", per_stack(writes), "writes", "of which writes: applies, status, Events");
+    let reconciles = operator.reconciles().await - reconciles_before;
+    report.add(
+        &run,
+        "reconciles_per_stack",
+        per_stack(reconciles),
+        "reconciles",
+        "reconciles per stack while converging",
     );
     report.add(&run, "rss_converged_mb", operator.rss_mb(), "MB", "operator RSS with the fleet converged");
     report.add(&run, "rss_peak_mb", operator.peak_rss_mb(), "MB", "operator peak RSS so far");
@@ -330,9 +351,7 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
     let operator =
         Operator::start(&args.operator, &args.kubeconfig, &operator_args(300), dir.join("operator-restart.log")).await;
     let until = Instant::now() + deadline;
-    while operator.metric("citystack_reconciles_total", &[("controller", "solutionstack")]).await < total
-        && Instant::now() < until
-    {
+    while operator.reconciles().await < total && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     report.add(

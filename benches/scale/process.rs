@@ -75,6 +75,24 @@ impl Operator {
             .sum()
     }
 
+    /// Requests this operator sent (every verb but watch), Lease renewals and the start-up
+    /// permission check left out.
+    pub async fn requests(&self) -> f64 {
+        let text = self.get("/metrics").await.map(|(_, t)| t).unwrap_or_default();
+        let all = sum(&text, "citystack_kube_requests_total", &[])
+            - sum(&text, "citystack_kube_requests_total", &[("verb", "watch")]);
+        let exempt: f64 = ["leases", "selfsubjectaccessreviews"]
+            .iter()
+            .map(|r| sum(&text, "citystack_kube_requests_total", &[("resource", r)]))
+            .sum();
+        all - exempt
+    }
+
+    /// SolutionStack reconciles so far.
+    pub async fn reconciles(&self) -> f64 {
+        self.metric("citystack_reconciles_total", &[("controller", "solutionstack")]).await
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -11,7 +11,6 @@
 //! object is requeued after `Retry-After`, so no reconcile sleeps while others wait.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,9 +22,9 @@ use azure_core::http::{
     ClientOptions, Context, Method, Pipeline, PipelineStreamOptions, Request, RetryOptions, Transport, Url,
 };
 use futures::StreamExt;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 
+use crate::azure::budget::Budget;
 use crate::azure::response::{self, MAX_BODY_BYTES, MAX_RETRY_AFTER, RawAnswer};
 use crate::telemetry::Metrics;
 
@@ -40,7 +39,7 @@ pub use crate::azure::response::{ArmError, ArmResponse, Provisioning};
 pub struct Arm {
     pipeline: Arc<Pipeline>,
     endpoint: String,
-    budget: Arc<DefaultKeyedRateLimiter<String>>,
+    budget: Arc<Budget>,
     paused: Arc<Mutex<HashMap<String, Instant>>>,
     metrics: Metrics,
     /// Who the credential acts as (`Resolved::principal`): not secret.
@@ -53,7 +52,7 @@ pub struct ArmShared {
     transport: Transport,
     endpoint: String,
     scope: String,
-    budget: Arc<DefaultKeyedRateLimiter<String>>,
+    budget: Arc<Budget>,
     /// Subscriptions ARM throttled, and until when: ARM throttles per subscription, so a
     /// `Retry-After` holds back every caller of that subscription, not only the one refused.
     paused: Arc<Mutex<HashMap<String, Instant>>>,
@@ -71,16 +70,14 @@ type CachedClient = (String, Arm, Instant);
 pub const IDLE_CLIENT: Duration = Duration::from_secs(3 * 60 * 60);
 
 impl ArmShared {
-    /// Shared state for `endpoint` with token scope `scope` and `per_second` requests per
-    /// subscription (burst of ten seconds' worth).
-    pub fn new(transport: Transport, endpoint: &str, scope: &str, per_second: u32, metrics: Metrics) -> Self {
-        let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(per_second.max(1).saturating_mul(10)).unwrap_or(NonZeroU32::MIN);
+    /// Shared state for `endpoint` with token scope `scope`, taking `budget_percent` of ARM's
+    /// request buckets per subscription and principal ([`Budget`]).
+    pub fn new(transport: Transport, endpoint: &str, scope: &str, budget_percent: u8, metrics: Metrics) -> Self {
         Self {
             transport,
             endpoint: endpoint.to_owned(),
             scope: scope.to_owned(),
-            budget: Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))),
+            budget: Arc::new(Budget::new(budget_percent)),
             paused: Arc::default(),
             metrics,
             clients: Arc::default(),
@@ -300,8 +297,7 @@ impl Arm {
         if let Some(until) = self.paused.lock().ok().and_then(|p| p.get(&key).copied()).filter(|until| *until > now) {
             return Err(ArmError::Throttled { retry_after: until.saturating_duration_since(now) });
         }
-        if let Err(not_until) = self.budget.check_key(&key) {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+        if let Err(wait) = self.budget.check(&key, &method) {
             return Err(ArmError::Throttled { retry_after: wait.clamp(Duration::from_millis(100), MAX_RETRY_AFTER) });
         }
         let method_label = method_name(&method);

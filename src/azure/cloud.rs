@@ -62,10 +62,10 @@ pub struct AzureArgs {
     /// Adopt/Observe of existing resources (empty: none).
     #[arg(long, default_value = "")]
     pub trusted_namespaces: String,
-    /// ARM requests per second per subscription (token bucket, below ARM's published 25/s
-    /// reads and 10/s writes).
-    #[arg(long, default_value_t = 8)]
-    pub azure_requests_per_second: u32,
+    /// Percent of ARM's request buckets per subscription and principal the operator uses
+    /// (reads 250 + 25/s, writes 200 + 10/s, deletes 200 + 10/s; see `azure::budget`).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub azure_budget_percent: u8,
 }
 
 /// `--azure-identity`.

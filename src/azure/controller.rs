@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -54,6 +54,8 @@ pub struct AzureSettings {
     pub operation_deadline: Duration,
     /// The cluster's identity (kube-system's UID, never empty): in derived names and owner tags.
     pub cluster_uid: String,
+    /// The AzureResources this replica reconciles when sharded (`None`: all).
+    pub shard: Option<crate::shard::Scope>,
 }
 
 /// Shared state of the reconciles.
@@ -99,6 +101,12 @@ pub async fn run(
             }
         })
         .applied_objects()
+        // Sharded: reconcile only this replica's objects, but cache every one: deleting an
+        // Azure resource must see every AzureResource that uses it, whichever replica has it.
+        .try_filter({
+            let shard = settings.shard;
+            move |object| std::future::ready(crate::shard::keep(shard.as_ref(), object))
+        })
         // The recorded operation is read by the reconcile, so a change to it (by anyone) wakes
         // the object; the rest of the status is the reconcile's own output.
         .predicate_filter(reconciler::intent.combine(recorded_operation), Default::default());

@@ -4,6 +4,7 @@
 
 pub mod act;
 pub mod arm;
+pub mod budget;
 pub mod cloud;
 pub mod controller;
 pub mod credential;

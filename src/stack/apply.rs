@@ -7,10 +7,9 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, GetParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{AzureResource, SolutionStack};
@@ -18,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::naming::{FIELD_MANAGER, label};
 use crate::ownership::{self, Control};
 use crate::stack::drift;
+use crate::stack::lean::{Cached, Lean};
 use crate::stack::render::{ChildKind, DesiredChild};
 
 pub use crate::reconciler::Writer;
@@ -31,6 +31,29 @@ pub struct Change {
     pub kind: ChildKind,
     /// The child's name.
     pub name: String,
+}
+
+/// The changes of one reconcile as one Event per action (Created, Updated, Pruned), in that
+/// order, each naming its children by kind: `Created Deployment portal-api, portal-web;
+/// Service portal-web`. One Event per reconcile instead of one per child keeps a fleet's
+/// roll-out from writing more Events than objects.
+pub fn summarize(changes: &[Change]) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for action in ["Created", "Updated", "Pruned"] {
+        let mut by_kind: Vec<(&str, Vec<&str>)> = Vec::new();
+        for change in changes.iter().filter(|c| c.action == action) {
+            match by_kind.iter_mut().find(|(kind, _)| *kind == change.kind.as_str()) {
+                Some((_, names)) => names.push(&change.name),
+                None => by_kind.push((change.kind.as_str(), vec![&change.name])),
+            }
+        }
+        if by_kind.is_empty() {
+            continue;
+        }
+        let parts: Vec<String> = by_kind.iter().map(|(kind, names)| format!("{kind} {}", names.join(", "))).collect();
+        out.push((action, format!("{action} {}", parts.join("; "))));
+    }
+    out
 }
 
 /// The result of applying one child: the object as it now is, and the write made, if any.
@@ -47,28 +70,23 @@ pub struct Applied<K> {
 /// release's, a hand-made one) is looked up live before the first apply.
 ///
 /// Errors: `Conflict` naming the object and its owner; `KubeRejected` if the API server
-/// refuses the apply for good (4xx), `KubeApi` if it fails otherwise; `Serialization` if the
-/// cached object cannot be encoded (a bug).
-pub async fn apply_child<K>(
+/// refuses the apply for good (4xx), `KubeApi` if it fails otherwise.
+pub async fn apply_child<C: Cached>(
     writer: &Writer,
-    cache: &Store<K>,
+    cache: &Store<C>,
     namespace: &str,
     controller_uid: &str,
     child: &DesiredChild,
-) -> Result<Applied<K>>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
+) -> Result<Applied<C::Object>> {
     let cached = cache.get(&ObjectRef::new(&child.name).within(namespace));
-    let api: Api<K> = Api::namespaced(writer.client.clone(), namespace);
+    let api: Api<C::Object> = Api::namespaced(writer.client.clone(), namespace);
     let live = match &cached {
         Some(observed) => Some(observed.meta().clone()),
         None => api
-            .get_metadata_opt(&child.name)
+            // From the API server's watch cache (resourceVersion 0): a quorum read per new
+            // child would double the cost of a fleet's first roll-out, and a namesake created
+            // in the last moment races the apply below either way.
+            .get_metadata_opt_with(&child.name, &GetParams::any())
             .await
             .map_err(|e| Error::kube(format!("get {} {}", child.kind.as_str(), child.name), e))?
             .map(|m| m.metadata),
@@ -80,13 +98,12 @@ where
         };
         return Err(ownership::conflict(&format!("{} {}", child.kind.as_str(), child.name), &owner, fix));
     }
-    if let Some(observed) = &cached {
-        let value = serde_json::to_value(observed.as_ref())
-            .map_err(|e| Error::encoding(format!("{} {}", child.kind.as_str(), child.name), e))?;
-        if drift::converged(&child.object, &value) {
-            writer.metrics.child_apply(child.kind.as_str(), false);
-            return Ok(Applied { object: observed.as_ref().clone(), change: None });
-        }
+    if let Some(observed) = &cached
+        && drift::converged(&child.object, &observed.json())
+        && let Some(object) = observed.typed()
+    {
+        writer.metrics.child_apply(child.kind.as_str(), false);
+        return Ok(Applied { object, change: None });
     }
     writer.may_write()?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -106,8 +123,8 @@ where
 /// Errors: `KubeApi` on the first failed delete.
 pub async fn prune(
     writer: &Writer,
-    deployments: &Store<Deployment>,
-    services: &Store<Service>,
+    deployments: &Store<Lean<Deployment>>,
+    services: &Store<Lean<Service>>,
     azure: &Store<AzureResource>,
     stack: &SolutionStack,
     keep: &BTreeSet<(ChildKind, String)>,
@@ -170,4 +187,28 @@ where
     }
     changes.push(Change { action: "Pruned", kind, name: name.clone() });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_event_per_action_names_every_child() {
+        let change = |action, kind, name: &str| Change { action, kind, name: name.into() };
+        let changes = [
+            change("Created", ChildKind::Deployment, "portal-api"),
+            change("Created", ChildKind::Service, "portal-api"),
+            change("Pruned", ChildKind::Deployment, "portal-old"),
+            change("Created", ChildKind::Deployment, "portal-web"),
+        ];
+        assert_eq!(
+            summarize(&changes),
+            [
+                ("Created", "Created Deployment portal-api, portal-web; Service portal-api".to_owned()),
+                ("Pruned", "Pruned Deployment portal-old".to_owned()),
+            ]
+        );
+        assert!(summarize(&[]).is_empty());
+    }
 }

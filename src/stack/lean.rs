@@ -1,25 +1,166 @@
-//! What the stack controller's child caches keep beyond [`crate::reconciler::strip`]: the
-//! spec (the drift check compares it), and of the status only what rollout and readiness
-//! read. A cached object is held for as long as it exists, so every byte here is paid once
-//! per child for the life of the process.
+//! How the stack controller caches its children: typed metadata (what the store, ownership
+//! and pruning read) and the rest of the object as compact JSON text, parsed only when a
+//! reconcile compares or reads it. A typed k8s-openapi Deployment costs about 10 KB of memory
+//! for a one-container pod template (every optional field is inline: 2.4 KB for the
+//! Deployment, 2.1 KB per container, 3.2 KB per volume); its text is about 2 KB. A cached
+//! child lives as long as the object, so this is paid once per child for the life of the
+//! process: the difference between ~70 MB and ~20 MB per 1,000 stacks.
 
+use std::borrow::Cow;
+use std::fmt::Debug;
+use std::marker::PhantomData;
+
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
-/// Keeps a Deployment's status counters and condition type/status/reason (what
-/// [`super::status::rollout`] reads); drops condition messages and times.
-pub fn deployment(deployment: &mut Deployment) {
-    let conditions = deployment.status.as_mut().and_then(|s| s.conditions.as_mut());
-    for condition in conditions.into_iter().flatten() {
-        condition.message = None;
-        condition.last_update_time = None;
-        condition.last_transition_time = None;
+use crate::api::AzureResource;
+
+/// A kind the stack controller writes, and what its cache may drop of it.
+pub trait Child:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// Drops from the object (JSON, without metadata) what no reconcile reads.
+    fn trim(_object: &mut Value) {}
+}
+
+impl Child for Deployment {
+    /// Keeps the status counters and condition type/status/reason (what
+    /// [`super::status::rollout`] reads); drops condition messages and times.
+    fn trim(object: &mut Value) {
+        let conditions = object.pointer_mut("/status/conditions").and_then(Value::as_array_mut);
+        for condition in conditions.into_iter().flatten().filter_map(Value::as_object_mut) {
+            condition.retain(|key, _| matches!(key.as_str(), "type" | "status" | "reason"));
+        }
     }
 }
 
-/// Drops a Service's status (load-balancer ingress, conditions): nothing reads it.
-pub fn service(service: &mut Service) {
-    service.status = None;
+impl Child for Service {
+    /// Drops the status (load-balancer ingress, conditions): nothing reads it.
+    fn trim(object: &mut Value) {
+        if let Some(object) = object.as_object_mut() {
+            object.remove("status");
+        }
+    }
+}
+
+impl Child for AzureResource {}
+
+/// What applying a child reads of its cached object: metadata (through [`Resource`]), the
+/// JSON the drift check compares, and the typed object.
+pub trait Cached: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static {
+    /// The kind written.
+    type Object: Child;
+    /// The object as JSON.
+    fn json(&self) -> Value;
+    /// The object, typed; `None` if it cannot be read back (then it is applied again).
+    fn typed(&self) -> Option<Self::Object>;
+}
+
+impl<K: Child> Cached for Lean<K> {
+    type Object = K;
+    fn json(&self) -> Value {
+        self.value()
+    }
+    fn typed(&self) -> Option<K> {
+        self.object()
+    }
+}
+
+/// AzureResources stay typed in the stack controller's cache: the binding resolution reads
+/// their status, and they are few next to Deployments and Services.
+impl Cached for AzureResource {
+    type Object = AzureResource;
+    fn json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+    fn typed(&self) -> Option<AzureResource> {
+        Some(self.clone())
+    }
+}
+
+/// A cached child of kind `K`: its metadata, and the rest as compact JSON.
+pub struct Lean<K> {
+    /// The object's metadata, as [`crate::reconciler::strip`] leaves it.
+    pub metadata: ObjectMeta,
+    rest: Box<str>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Lean<K> {
+    fn clone(&self) -> Self {
+        Self { metadata: self.metadata.clone(), rest: self.rest.clone(), kind: PhantomData }
+    }
+}
+
+impl<K> Debug for Lean<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lean").field("metadata", &self.metadata).field("bytes", &self.rest.len()).finish()
+    }
+}
+
+impl<K: Child> Lean<K> {
+    /// The object as JSON (what the drift check compares): metadata and the kept rest.
+    pub fn value(&self) -> Value {
+        let mut object: Value = serde_json::from_str(&self.rest).unwrap_or(Value::Null);
+        if let (Some(map), Ok(metadata)) = (object.as_object_mut(), serde_json::to_value(&self.metadata)) {
+            map.insert("metadata".into(), metadata);
+        }
+        object
+    }
+
+    /// The object, typed; `None` only if the kept text no longer parses as `K` (a bug).
+    pub fn object(&self) -> Option<K> {
+        serde_json::from_value(self.value()).ok()
+    }
+}
+
+impl<'de, K: Child> Deserialize<'de> for Lean<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut object = Value::deserialize(deserializer)?;
+        let map = object.as_object_mut().ok_or_else(|| D::Error::custom("expected an object"))?;
+        let metadata = map.remove("metadata").unwrap_or(Value::Null);
+        let metadata: ObjectMeta = serde_json::from_value(metadata).map_err(D::Error::custom)?;
+        K::trim(&mut object);
+        let rest = serde_json::to_string(&object).map_err(D::Error::custom)?.into_boxed_str();
+        Ok(Self { metadata, rest, kind: PhantomData })
+    }
+}
+
+impl<K: Child> Resource for Lean<K> {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        K::kind(&())
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        K::group(&())
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        K::version(&())
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        K::plural(&())
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 #[cfg(test)]
@@ -27,22 +168,43 @@ mod tests {
     use super::*;
     use crate::stack::status::{Rollout, rollout};
 
-    #[test]
-    fn a_lean_deployment_rolls_out_the_same() {
-        let full: Deployment = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "portal-web", "generation": 2},
-            "spec": {"replicas": 2, "selector": {}, "template": {}},
+    fn deployment() -> Value {
+        serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "portal-web", "namespace": "city", "generation": 2, "labels": {"app": "web"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"spec": {"containers": [{"name": "web", "image": "registry.example/web:1",
+                    "resources": {"requests": {"cpu": "500m"}}}]}}},
             "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1,
                 "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
                     "message": "ReplicaSet \"portal-web-5d\" has timed out progressing.",
                     "lastUpdateTime": "2026-12-06T04:00:00Z", "lastTransitionTime": "2026-12-06T04:00:00Z"}]}
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
-        let mut lean = full.clone();
-        deployment(&mut lean);
+        })
+    }
+
+    #[test]
+    fn a_lean_deployment_reads_back_what_reconciles_use() {
+        let full: Deployment = serde_json::from_value(deployment()).unwrap_or_else(|e| panic!("{e}"));
+        let lean: Lean<Deployment> = serde_json::from_value(deployment()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(lean.meta().name.as_deref(), Some("portal-web"));
+        let back = lean.object().unwrap_or_else(|| panic!("lean Deployment does not parse back"));
         assert!(matches!(rollout(&full), Rollout::Failed(_)));
-        assert_eq!(rollout(&lean), rollout(&full));
-        let condition = lean.status.and_then(|s| s.conditions).unwrap_or_default().pop();
+        assert_eq!(rollout(&back), rollout(&full));
+        assert_eq!(back.spec, full.spec);
+        let condition = back.status.and_then(|s| s.conditions).unwrap_or_default().pop();
         assert_eq!(condition.and_then(|c| c.message), None);
+        // What the drift check compares: the desired fields are all there.
+        let desired = serde_json::json!({"metadata": {"name": "portal-web", "labels": {"app": "web"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "web", "resources": {"requests": {"cpu": "0.5"}}}]}}}});
+        assert!(crate::stack::drift::is_subset(&desired, &lean.value(), false));
+    }
+
+    #[test]
+    fn a_lean_service_has_no_status() {
+        let service = serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"ports": [{"port": 80}]}, "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}});
+        let lean: Lean<Service> = serde_json::from_value(service).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(lean.value().get("status"), None);
+        assert_eq!(lean.object().and_then(|s| s.spec).and_then(|s| s.ports).map(|p| p.len()), Some(1));
     }
 }

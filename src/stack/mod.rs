@@ -52,13 +52,15 @@ pub struct Settings {
     pub concurrency: u16,
     /// Seconds between resyncs of a converged stack.
     pub resync: Duration,
+    /// The stacks this replica reconciles when sharded (`None`: all).
+    pub shard: Option<crate::shard::Scope>,
 }
 
 /// Shared state of the reconciles.
 pub struct Context {
     writer: apply::Writer,
-    deployments: Store<Deployment>,
-    services: Store<Service>,
+    deployments: Store<lean::Lean<Deployment>>,
+    services: Store<lean::Lean<Service>>,
     azure: Store<AzureResource>,
     secrets: SecretResolver,
     recorder: Recorder,
@@ -79,23 +81,30 @@ pub async fn run(
     leader: LeaderGate,
     shutdown: CancellationToken,
 ) {
-    let scoped = |client: &Client| match &settings.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => {
-            (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()))
+    fn scoped<K: Resource<Scope = k8s_openapi::NamespaceResourceScope>>(
+        client: Client,
+        namespace: &Option<String>,
+    ) -> Api<K>
+    where
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
         }
+    }
+    let deployments: Api<lean::Lean<Deployment>> = scoped(client.clone(), &settings.namespace);
+    let services: Api<lean::Lean<Service>> = scoped(client.clone(), &settings.namespace);
+    let secrets: Api<PartialObjectMeta<Secret>> = scoped(client.clone(), &settings.namespace);
+    // Stacks and their children outside the shard never reach the caches. On a server that
+    // filters, the API server sends only this replica's stacks; the filter below also covers
+    // one that ignores shardSelector.
+    let shard = settings.shard;
+    let stack_client = match shard {
+        Some(scope) if scope.server_side => crate::shard::stack_client(&client, &scope.range),
+        _ => client.clone(),
     };
-    let (stacks, deployments, services, secrets): (
-        Api<SolutionStack>,
-        Api<Deployment>,
-        Api<Service>,
-        Api<PartialObjectMeta<Secret>>,
-    ) = scoped(&client);
+    let stacks: Api<SolutionStack> = scoped(stack_client, &settings.namespace);
 
     // Owned children: label-selected, managedFields stripped, kept in stores for diffing.
     // Each cache counts as synced once its first list is in the store. Tracked from the
@@ -107,24 +116,21 @@ pub async fn run(
     let (deploy_store, deploy_writer) = reflector::store();
     let deploy_stream = watcher(deployments, owned.clone())
         .default_backoff()
+        .filter(crate::shard::in_scope(shard))
         .modify(reconciler::strip)
-        .modify(lean::deployment)
         .reflect(deploy_writer)
         .inspect(sync.observer(0))
         .touched_objects();
     let (service_store, service_writer) = reflector::store();
     let service_stream = watcher(services, owned)
         .default_backoff()
+        .filter(crate::shard::in_scope(shard))
         .modify(reconciler::strip)
-        .modify(lean::service)
         .reflect(service_writer)
         .inspect(sync.observer(1))
         .touched_objects();
     // AzureResources: the stack's own (inline Azure bindings) and those it references.
-    let azure_api: Api<AzureResource> = match &settings.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let azure_api: Api<AzureResource> = scoped(client.clone(), &settings.namespace);
     let (azure_store, azure_writer) = reflector::store();
     let azure_stream = watcher(azure_api, watcher::Config::default())
         .default_backoff()
@@ -144,6 +150,7 @@ pub async fn run(
     let references = index::Index::default();
     let stack_stream = watcher(stacks, watcher::Config::default())
         .default_backoff()
+        .filter(crate::shard::in_scope(shard))
         .modify(reconciler::strip)
         .reflect(stack_writer)
         .inspect(sync.observer(3))
@@ -272,8 +279,8 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     for component in &stack.spec.components {
         let child = naming::child_name(&stack_name, &component.name);
         let deployment = ctx.deployments.get(&ObjectRef::new(&child).within(&namespace));
-        if let Some(d) = deployment.filter(|d| ownership::controls(d.meta(), &uid)) {
-            deployments.insert(component.name.clone(), d.as_ref().clone());
+        if let Some(d) = deployment.filter(|d| ownership::controls(d.meta(), &uid)).and_then(|d| d.object()) {
+            deployments.insert(component.name.clone(), d);
         }
         let service = ctx.services.get(&ObjectRef::new(&child).within(&namespace));
         if service.is_some_and(|s| ownership::controls(s.meta(), &uid)) {
@@ -292,7 +299,7 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
         // Azure bindings first: components wait for them, so they must not wait for components.
         for child in desired.iter().filter(|c| c.kind == ChildKind::AzureResource) {
             keep.insert((child.kind, child.name.clone()));
-            match apply::apply_child::<AzureResource>(&ctx.writer, &ctx.azure, &namespace, &uid, child).await {
+            match apply::apply_child(&ctx.writer, &ctx.azure, &namespace, &uid, child).await {
                 Ok(applied) => changes.extend(applied.change),
                 Err(error @ Error::NotLeader) => return Err(error),
                 Err(error) => failures.push(error),
@@ -332,14 +339,9 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     }
     for change in &changes {
         info!(kind = change.kind.as_str(), child = %change.name, "{} {} {}", change.action, change.kind.as_str(), change.name);
-        publish(
-            ctx,
-            stack,
-            EventType::Normal,
-            change.action,
-            format!("{} {} {}", change.action, change.kind.as_str(), change.name),
-        )
-        .await;
+    }
+    for (action, note) in apply::summarize(&changes) {
+        publish(ctx, stack, EventType::Normal, action, note).await;
     }
     // A failure that needs a person (a conflict, a refused child) is Stalled; one that heals
     // by itself is retried with backoff.
@@ -436,7 +438,7 @@ async fn apply_component<'a>(
                 changes.extend(applied.change);
             }
             ChildKind::Service => {
-                let applied = apply::apply_child::<Service>(&ctx.writer, &ctx.services, namespace, uid, child).await?;
+                let applied = apply::apply_child(&ctx.writer, &ctx.services, namespace, uid, child).await?;
                 services.insert(child.component.clone(), format!("{}.{namespace}.svc", child.name));
                 changes.extend(applied.change);
             }

@@ -14,4 +14,5 @@ mod lifecycle;
 mod ownership;
 mod permissions;
 mod secret_canary;
+mod sharding;
 mod steady_state;

@@ -586,23 +586,22 @@ pub async fn handle(AxState(app): AxState<Arc<App>>, req: Request) -> Response {
         }
     };
 
-    // Throttling (per subscription, reads vs writes).
-    let write = !matches!(parts.method, Method::GET | Method::HEAD);
+    // Throttling: per subscription and principal, reads, writes and deletes apart.
+    let class = crate::faults::Class::of(&parts.method);
     let subscription = (segs.len() >= 2 && segs[0].eq_ignore_ascii_case("subscriptions")).then(|| segs[1].clone());
     let mut remaining = None;
     if let Some(sub) = &subscription {
-        match lock(&app.throttle).take(sub, write) {
+        match lock(&app.throttle).take(sub, &principal.client_id, class) {
             Ok(r) => remaining = Some(r),
             Err(retry) => {
-                let kind = if write { "write" } else { "read" };
                 let mut resp = ArmError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "SubscriptionRequestsThrottled",
-                    format!("Number of '{kind}' requests for subscription '{sub}' actor '{}' exceeded. Please try again after '{retry}' seconds after additional tokens are available.", principal.client_id),
+                    format!("Number of '{}' requests for subscription '{sub}' actor '{}' exceeded. Please try again after '{retry}' seconds after additional tokens are available.", class.word(), principal.client_id),
                 )
                 .with_header("retry-after", retry.to_string())
                 .into_response();
-                set_header(&mut resp, ratelimit_header(write), "0");
+                set_header(&mut resp, class.header(), "0");
                 return resp;
             }
         }
@@ -618,14 +617,10 @@ pub async fn handle(AxState(app): AxState<Arc<App>>, req: Request) -> Response {
     let r = Req { app: &app, method: parts.method.clone(), path, query, segs, api_version, body, principal };
     let mut resp = route(&r).await.unwrap_or_else(IntoResponse::into_response);
     if let Some(rem) = remaining {
-        set_header(&mut resp, ratelimit_header(write), &rem.to_string());
+        set_header(&mut resp, class.header(), &rem.to_string());
     }
     run_cleanups(&app).await;
     resp
-}
-
-fn ratelimit_header(write: bool) -> &'static str {
-    if write { "x-ms-ratelimit-remaining-subscription-writes" } else { "x-ms-ratelimit-remaining-subscription-reads" }
 }
 
 /// Deletes Azurite containers/queues nobody refers to any more (after the state lock is released).

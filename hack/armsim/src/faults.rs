@@ -6,9 +6,10 @@
 //! untrusted input real ARM (or a proxy in front of it) can send: odd `Retry-After` values,
 //! huge or non-JSON bodies, JSON of the wrong shape, operation URLs on another host.
 //!
-//! Throttling follows "Understand how Azure Resource Manager throttles requests": a token bucket
-//! per subscription — reads 250 burst refilled at 25/s, writes 200 burst refilled at 10/s —,
-//! the remaining budget in `x-ms-ratelimit-remaining-subscription-reads`/`-writes`, and
+//! Throttling follows "Understand how Azure Resource Manager throttles requests" (token bucket
+//! algorithm): buckets per subscription and principal — reads 250 burst refilled at 25/s,
+//! writes 200 burst refilled at 10/s, deletes 200 burst refilled at 10/s —, the remaining
+//! budget in `x-ms-ratelimit-remaining-subscription-reads`/`-writes`/`-deletes`, and
 //! `429 Too Many Requests` + `Retry-After` (seconds) when the bucket is empty.
 
 use crate::respond::{ArmError, empty_response};
@@ -383,23 +384,65 @@ struct Bucket {
 /// Per-subscription read and write buckets.
 #[derive(Debug, Default)]
 pub struct Throttle {
-    buckets: HashMap<(String, bool), Bucket>,
+    buckets: HashMap<(String, String, Class), Bucket>,
 }
 
-const READ_BURST: f64 = 250.0;
-const READ_RATE: f64 = 25.0;
-const WRITE_BURST: f64 = 200.0;
-const WRITE_RATE: f64 = 10.0;
+/// ARM's request classes, each with its own bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// GET, HEAD.
+    Read,
+    /// PUT, PATCH, POST.
+    Write,
+    /// DELETE.
+    Delete,
+}
+
+impl Class {
+    pub fn of(method: &axum::http::Method) -> Class {
+        match *method {
+            axum::http::Method::GET | axum::http::Method::HEAD => Class::Read,
+            axum::http::Method::DELETE => Class::Delete,
+            _ => Class::Write,
+        }
+    }
+
+    /// The response header carrying the bucket's remaining tokens.
+    pub fn header(self) -> &'static str {
+        match self {
+            Class::Read => "x-ms-ratelimit-remaining-subscription-reads",
+            Class::Write => "x-ms-ratelimit-remaining-subscription-writes",
+            Class::Delete => "x-ms-ratelimit-remaining-subscription-deletes",
+        }
+    }
+
+    /// The word ARM's throttling message uses.
+    pub fn word(self) -> &'static str {
+        match self {
+            Class::Read => "read",
+            Class::Write => "write",
+            Class::Delete => "delete",
+        }
+    }
+
+    /// (burst, refill per second).
+    fn bucket(self) -> (f64, f64) {
+        match self {
+            Class::Read => (250.0, 25.0),
+            Class::Write | Class::Delete => (200.0, 10.0),
+        }
+    }
+}
 
 impl Throttle {
-    /// Takes one request from the subscription's read (GET/HEAD) or write (PUT/PATCH/DELETE/POST)
-    /// bucket. `Ok(remaining)` or `Err(retry_after_seconds)`.
-    pub fn take(&mut self, subscription: &str, write: bool) -> Result<u64, u64> {
-        let (burst, rate) = if write { (WRITE_BURST, WRITE_RATE) } else { (READ_BURST, READ_RATE) };
+    /// Takes one request of `class` from the bucket of `subscription` and `principal`.
+    /// `Ok(remaining)` or `Err(retry_after_seconds)`.
+    pub fn take(&mut self, subscription: &str, principal: &str, class: Class) -> Result<u64, u64> {
+        let (burst, rate) = class.bucket();
         let now = Instant::now();
         let b = self
             .buckets
-            .entry((subscription.to_ascii_lowercase(), write))
+            .entry((subscription.to_ascii_lowercase(), principal.to_owned(), class))
             .or_insert(Bucket { tokens: burst, last: now });
         b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
         b.last = now;

@@ -155,6 +155,11 @@ async fn throttling_budget_counts_down_and_runs_out() {
     let t = throttled.expect("writes were throttled");
     assert_eq!(t.code(), "SubscriptionRequestsThrottled");
     assert!(t.header("retry-after").is_some());
+    // Deletes have a bucket of their own (200 burst, 10/s), untouched by the writes.
+    let delete = sim.arm("DELETE", &path, None).await;
+    assert_ne!(delete.status, StatusCode::TOO_MANY_REQUESTS);
+    let left: u64 = delete.header("x-ms-ratelimit-remaining-subscription-deletes").unwrap().parse().unwrap();
+    assert!(left >= 198, "{left}");
     // Another subscription is unaffected.
     let other = sim
         .arm("PUT", &format!("/subscriptions/{SUB2}/resourcegroups/rg1"), Some(json!({"location": "westeurope"})))

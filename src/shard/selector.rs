@@ -1,0 +1,132 @@
+//! The API server side of sharding: list and watch requests for SolutionStacks carry a
+//! `shardSelector` (KEP-5866, alpha in Kubernetes 1.36 behind the `ShardedListAndWatch`
+//! feature gate), so the API server sends each replica only the stacks of its range.
+//!
+//! kube-rs has no field for the parameter yet, so a client layer adds it to the query of
+//! collection GETs (list and watch) of the one resource, and nothing else: gets of single
+//! objects and every write pass untouched. Whether the server applies it is probed once:
+//! a filtered list answers with `metadata.shardInfo`; a server without the gate ignores the
+//! parameter, and the operator then filters on its side (same ranges, no memory saving).
+
+use std::task::{Context, Poll};
+
+use kube::Client;
+use serde_json::Value;
+use tower::{Layer, Service};
+
+use super::ring::Range;
+
+/// Adds `shardSelector=<selector>` to list and watch requests of `resource` (its plural).
+#[derive(Clone, Debug)]
+pub struct ShardLayer {
+    resource: &'static str,
+    query: String,
+}
+
+impl ShardLayer {
+    /// A layer for collection requests of `resource` restricted to `range`.
+    pub fn new(resource: &'static str, range: &Range) -> Self {
+        let query: String =
+            form_urlencoded::Serializer::new(String::new()).append_pair("shardSelector", &range.selector()).finish();
+        Self { resource, query }
+    }
+
+    /// The request URI with the selector added, when it is a collection GET of the resource.
+    pub fn rewrite(&self, method: &http::Method, uri: &http::Uri) -> Option<http::Uri> {
+        if method != http::Method::GET || !uri.path().ends_with(&format!("/{}", self.resource)) {
+            return None;
+        }
+        let path_and_query = match uri.query() {
+            Some(query) if !query.is_empty() => format!("{}?{query}&{}", uri.path(), self.query),
+            _ => format!("{}?{}", uri.path(), self.query),
+        };
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = path_and_query.parse().ok();
+        http::Uri::from_parts(parts).ok()
+    }
+}
+
+impl<S> Layer<S> for ShardLayer {
+    type Service = Sharded<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Sharded { inner, layer: self.clone() }
+    }
+}
+
+/// The service [`ShardLayer`] wraps around a kube client's transport.
+#[derive(Clone)]
+pub struct Sharded<S> {
+    inner: S,
+    layer: ShardLayer,
+}
+
+impl<S, B> Service<http::Request<B>> for Sharded<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Some(uri) = self.layer.rewrite(request.method(), request.uri()) {
+            *request.uri_mut() = uri;
+        }
+        self.inner.call(request)
+    }
+}
+
+/// Whether the API server filters SolutionStack lists by `shardSelector`: a one-item list
+/// through `client` (built with a [`ShardLayer`], see `shard::stack_client`) answers with
+/// `metadata.shardInfo`.
+///
+/// Errors: the list's own (the caller retries; the mode is decided only on an answer).
+pub async fn server_filters(client: &Client, namespace: Option<&str>) -> Result<bool, kube::Error> {
+    let path = match namespace {
+        Some(ns) => format!("/apis/citystack.io/v1alpha1/namespaces/{ns}/solutionstacks?limit=1"),
+        None => "/apis/citystack.io/v1alpha1/solutionstacks?limit=1".to_owned(),
+    };
+    let request = http::Request::get(path).body(Vec::new()).map_err(kube::Error::HttpError)?;
+    let list: Value = client.request(request).await?;
+    Ok(list.pointer("/metadata/shardInfo/selector").and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::ring::SPACE;
+
+    #[test]
+    fn only_collection_gets_of_the_resource_carry_the_selector() {
+        let layer = ShardLayer::new("solutionstacks", &Range { start: 0, end: SPACE / 2 });
+        let get = http::Method::GET;
+        let rewritten = |method: &http::Method, uri: &str| {
+            layer.rewrite(method, &uri.parse().unwrap_or_default()).map(|u| u.to_string())
+        };
+        let watch =
+            rewritten(&get, "https://api:6443/apis/citystack.io/v1alpha1/solutionstacks?watch=true&resourceVersion=5");
+        assert_eq!(
+            watch.as_deref(),
+            Some(
+                "https://api:6443/apis/citystack.io/v1alpha1/solutionstacks?watch=true&resourceVersion=5&shardSelector=shardRange%28object.metadata.uid%2C+%270x0000000000000000%27%2C+%270x8000000000000000%27%29"
+            )
+        );
+        assert!(
+            rewritten(&get, "/apis/citystack.io/v1alpha1/namespaces/city/solutionstacks")
+                .is_some_and(|u| u.contains("?shardSelector="))
+        );
+        for (method, uri) in [
+            (http::Method::GET, "/apis/citystack.io/v1alpha1/namespaces/city/solutionstacks/portal"),
+            (http::Method::PATCH, "/apis/citystack.io/v1alpha1/namespaces/city/solutionstacks/portal/status"),
+            (http::Method::POST, "/apis/citystack.io/v1alpha1/namespaces/city/solutionstacks"),
+            (http::Method::GET, "/apis/apps/v1/deployments?watch=true"),
+            (http::Method::GET, "/apis/citystack.io/v1alpha1/azureresources"),
+        ] {
+            assert_eq!(rewritten(&method, uri), None, "{method} {uri}");
+        }
+    }
+}

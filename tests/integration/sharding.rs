@@ -1,0 +1,144 @@
+//! Three replicas with `--shard`: every stack is reconciled by exactly one replica (Events
+//! carry the writer's identity as `reportingInstance`); a replica killed without a word loses
+//! its range to the others within the lease duration, no stack is lost and no stack is
+//! written by two replicas.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use citystack::api::SolutionStack;
+use futures::StreamExt;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::harness::{self, Operator, wait_until};
+
+const STACKS: usize = 300;
+
+async fn replica(ns: &str, ring: &str, index: usize) -> Operator {
+    let lease_ns = harness::lease_namespace(ns);
+    let flags = [
+        "--shard",
+        "--lease-name",
+        ring,
+        "--lease-namespace",
+        &lease_ns,
+        "--lease-duration",
+        "6",
+        "--lease-grace",
+        "2",
+    ];
+    Operator::start_with_env(ns, 300, &flags, &[("POD_NAME", &format!("replica-{index}"))]).await
+}
+
+/// Applies stack `s<i>` with `image` (one component without pods, so hundreds fit the nodes).
+async fn apply_all(api: &Api<SolutionStack>, image: &str) {
+    futures::stream::iter(0..STACKS)
+        .for_each_concurrent(16, |i| async move {
+            let stack: SolutionStack = serde_json::from_value(json!({
+                "apiVersion": "citystack.io/v1alpha1", "kind": "SolutionStack",
+                "metadata": {"name": format!("s{i}")},
+                "spec": {"components": [{"name": "web", "image": image, "replicas": 0}]}
+            }))
+            .unwrap_or_else(|e| panic!("{e}"));
+            api.patch(&stack.name_any(), &PatchParams::apply("citystack-tests").force(), &Patch::Apply(&stack))
+                .await
+                .unwrap_or_else(|e| panic!("apply s{i}: {e}"));
+        })
+        .await;
+}
+
+/// Waits until every stack is Ready at its current generation.
+async fn all_ready(api: &Api<SolutionStack>, what: &str) {
+    wait_until(what, Duration::from_secs(240), || async {
+        let stacks = api.list(&ListParams::default()).await.ok()?;
+        let ready = stacks
+            .items
+            .iter()
+            .filter(|s| {
+                let status = s.status.as_ref();
+                status.and_then(|s| s.observed_generation) == s.metadata.generation
+                    && status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        (ready == STACKS).then_some(())
+    })
+    .await;
+}
+
+/// For each stack, the replicas whose Events with `reason` name it.
+async fn writers(client: &Client, ns: &str, reason: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for event in events.list(&ListParams::default()).await.unwrap_or_else(|e| panic!("{e}")).items {
+        let regarding = event.regarding.as_ref();
+        if event.reason.as_deref() != Some(reason) || regarding.and_then(|r| r.kind.as_deref()) != Some("SolutionStack")
+        {
+            continue;
+        }
+        let stack = regarding.and_then(|r| r.name.clone()).unwrap_or_default();
+        out.entry(stack).or_default().insert(event.reporting_instance.clone().unwrap_or_default());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_stacks_and_a_dead_ones_range_moves() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "shard", json!({})).await;
+    let ring = format!("ring-{ns}");
+    let mut replicas = Vec::new();
+    for index in 0..3 {
+        replicas.push(replica(&ns, &ring, index).await);
+    }
+    for operator in &replicas {
+        wait_until("the replica holds a range", harness::DEADLINE, || async {
+            operator.log().contains("sharding: holding range").then_some(())
+        })
+        .await;
+    }
+    let api: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
+    apply_all(&api, "registry.example/web:1").await;
+    all_ready(&api, "300 stacks Ready across three replicas").await;
+
+    // Exactly one replica created each stack's Deployment, and all three did some.
+    let created = writers(&client, &ns, "Created").await;
+    assert_eq!(created.len(), STACKS, "stacks with a Created Event");
+    let mut per_replica: BTreeMap<String, usize> = BTreeMap::new();
+    for (stack, instances) in &created {
+        assert_eq!(instances.len(), 1, "{stack} written by {instances:?}");
+        for instance in instances {
+            *per_replica.entry(instance.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(per_replica.keys().map(String::as_str).collect::<Vec<_>>(), ["replica-0", "replica-1", "replica-2"]);
+    for operator in &replicas {
+        let reconciles = operator.metric("citystack_reconciles_total", &[("controller", "solutionstack")]).await;
+        assert!(reconciles > 0.0, "a replica reconciled nothing:\n{}", operator.log());
+    }
+
+    // replica-1 dies without releasing anything; every stack then changes. The survivors take
+    // its range once its Lease expires (6 s) and bring every stack to the new image.
+    replicas[1].kill();
+    apply_all(&api, "registry.example/web:2").await;
+    all_ready(&api, "300 stacks Ready at the new image on the two survivors").await;
+    let updated = writers(&client, &ns, "Updated").await;
+    assert_eq!(updated.len(), STACKS, "stacks with an Updated Event");
+    for (stack, instances) in &updated {
+        assert_eq!(instances.len(), 1, "{stack} updated by {instances:?}");
+        assert!(!instances.contains("replica-1"), "{stack} updated by the dead replica");
+    }
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &ns);
+    let images: BTreeSet<String> = deployments
+        .list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .items
+        .iter()
+        .filter_map(|d| d.spec.as_ref()?.template.spec.as_ref()?.containers.first()?.image.clone())
+        .collect();
+    assert_eq!(images.into_iter().collect::<Vec<_>>(), ["registry.example/web:2"]);
+    harness::delete_namespace(&client, &ns).await;
+}
