@@ -135,7 +135,14 @@ where
 {
     let category = error.category();
     metrics.reconcile_failed(controller, category);
-    let delay = backoff.failed(ObjectRef::from_obj(object)).max(error.retry_after().unwrap_or_default());
+    // A throttle names its own wait (ARM's Retry-After, or our budget's next token): waiting
+    // longer each time would starve objects that lost the race for tokens while the budget
+    // refills, so they retry after that wait, spread by up to a second so they do not all
+    // come back at once.
+    let delay = match error.retry_after() {
+        Some(after) => after + Duration::from_millis(rand::Rng::random_range(&mut rand::rng(), 0..=1000)),
+        None => backoff.failed(ObjectRef::from_obj(object)),
+    };
     warn!(controller, object.namespace = object.namespace().unwrap_or_default(), object.name = object.name_any(), %category, %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
     delay
 }

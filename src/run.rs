@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// filters the stacks each replica receives; elsewhere each replica filters them.
     #[arg(long)]
     pub shard: bool,
+    /// With --shard, who filters the stacks: `auto` (the API server when it supports
+    /// shardSelector, else this replica) or `client` (always this replica).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub shard_filter: crate::shard::Filter,
     /// Name of the Lease (with --shard: the ring's name, the member Leases' prefix).
     #[arg(long, default_value = "citystack")]
     pub lease_name: String,
@@ -184,6 +188,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             duration: args.lease_duration,
             grace: args.lease_grace,
             drain: Duration::from_secs(args.shutdown_timeout),
+            filter: args.shard_filter,
         };
         let probe = work.namespaces.first().cloned().flatten();
         crate::shard::run(client, settings, probe, shutdown, move |assignment, token| {

@@ -28,6 +28,9 @@ use crate::azure::budget::Budget;
 use crate::azure::response::{self, MAX_BODY_BYTES, MAX_RETRY_AFTER, RawAnswer};
 use crate::telemetry::Metrics;
 
+/// Longest a request waits in place for the operator's own budget to refill.
+const MAX_BUDGET_WAIT: Duration = Duration::from_secs(1);
+
 /// Longest one ARM request may take, answer body included (seconds).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -297,8 +300,17 @@ impl Arm {
         if let Some(until) = self.paused.lock().ok().and_then(|p| p.get(&key).copied()).filter(|until| *until > now) {
             return Err(ArmError::Throttled { retry_after: until.saturating_duration_since(now) });
         }
-        if let Err(wait) = self.budget.check(&key, &method) {
-            return Err(ArmError::Throttled { retry_after: wait.clamp(Duration::from_millis(100), MAX_RETRY_AFTER) });
+        // A short wait for the next token is taken here (the reconcile could do nothing else
+        // with ARM meanwhile); a longer one returns the object to the queue.
+        let mut waited = Duration::ZERO;
+        while let Err(wait) = self.budget.check(&key, &method) {
+            if waited + wait > MAX_BUDGET_WAIT {
+                return Err(ArmError::Throttled {
+                    retry_after: wait.clamp(Duration::from_millis(100), MAX_RETRY_AFTER),
+                });
+            }
+            tokio::time::sleep(wait).await;
+            waited += wait;
         }
         let method_label = method_name(&method);
         let parsed = Url::parse(url).map_err(|_| ArmError::Transport("the request URL does not parse".into()))?;

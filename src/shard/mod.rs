@@ -44,6 +44,17 @@ pub struct Settings {
     pub grace: u64,
     /// Seconds in-flight reconciles get to finish at a hand-over.
     pub drain: Duration,
+    /// Who filters the stacks.
+    pub filter: Filter,
+}
+
+/// Who filters the stacks a sharded replica receives (`--shard-filter`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Filter {
+    /// The API server when it supports `shardSelector`, else the replica.
+    Auto,
+    /// Always the replica (all stacks are received, those of other ranges dropped).
+    Client,
 }
 
 /// The objects a replica reconciles.
@@ -126,10 +137,17 @@ pub async fn run<F, Fut>(
         }
     });
     let member = Member::new(api, &settings);
-    let server_side = probe(&client, probe_namespace.as_deref(), &shutdown).await;
+    let server_side = match settings.filter {
+        Filter::Auto => probe(&client, probe_namespace.as_deref(), &shutdown).await,
+        Filter::Client => false,
+    };
     info!(
         ring = %settings.ring, identity = %settings.identity,
-        mode = if server_side { "server-side (shardSelector)" } else { "client-side (the API server ignores shardSelector: ShardedListAndWatch is off)" },
+        mode = match (server_side, settings.filter) {
+            (true, _) => "server-side (shardSelector)",
+            (false, Filter::Client) => "client-side (--shard-filter client)",
+            (false, Filter::Auto) => "client-side (the API server ignores shardSelector: ShardedListAndWatch is off)",
+        },
         "sharding on"
     );
     tokio::select! {
@@ -251,9 +269,8 @@ impl Member {
 
 /// Probes (with retries until `shutdown`) whether the API server filters by shard selector.
 async fn probe(client: &Client, namespace: Option<&str>, shutdown: &CancellationToken) -> bool {
-    let sharded = stack_client(client, &Range::ALL);
     loop {
-        match selector::server_filters(&sharded, namespace).await {
+        match selector::server_filters(client, namespace).await {
             Ok(filters) => return filters,
             Err(error) => warn!(error = %crate::error::kube_message(&error), "sharding: probing shardSelector support"),
         }

@@ -80,17 +80,25 @@ where
     }
 }
 
-/// Whether the API server filters SolutionStack lists by `shardSelector`: a one-item list
-/// through `client` (built with a [`ShardLayer`], see `shard::stack_client`) answers with
-/// `metadata.shardInfo`.
+/// Whether the API server filters lists by `shardSelector`. The probe lists Secrets (which
+/// the operator may list where it watches) with a selector of a one-hash range, so nothing is
+/// returned in practice: a server that honours the field says so in `metadata.shardInfo`; one
+/// without the feature gate ignores the parameter. (Lists of custom resources are filtered
+/// too but do not echo `shardInfo`, so they cannot tell.)
 ///
-/// Errors: the list's own (the caller retries; the mode is decided only on an answer).
+/// Errors: the list's own (the caller retries).
 pub async fn server_filters(client: &Client, namespace: Option<&str>) -> Result<bool, kube::Error> {
-    let path = match namespace {
-        Some(ns) => format!("/apis/citystack.io/v1alpha1/namespaces/{ns}/solutionstacks?limit=1"),
-        None => "/apis/citystack.io/v1alpha1/solutionstacks?limit=1".to_owned(),
+    let collection = match namespace {
+        Some(ns) => format!("/api/v1/namespaces/{ns}/secrets"),
+        None => "/api/v1/secrets".to_owned(),
     };
-    let request = http::Request::get(path).body(Vec::new()).map_err(kube::Error::HttpError)?;
+    let nothing = Range { start: 0, end: 1 };
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("limit", "1")
+        .append_pair("shardSelector", &nothing.selector())
+        .finish();
+    let request =
+        http::Request::get(format!("{collection}?{query}")).body(Vec::new()).map_err(kube::Error::HttpError)?;
     let list: Value = client.request(request).await?;
     Ok(list.pointer("/metadata/shardInfo/selector").and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
 }

@@ -112,10 +112,13 @@ impl<K> Debug for Lean<K> {
 }
 
 impl<K: Child> Lean<K> {
-    /// The object as JSON (what the drift check compares): metadata and the kept rest.
+    /// The object as JSON (what the drift check compares): apiVersion and kind (which items
+    /// of a list do not carry), metadata and the kept rest.
     pub fn value(&self) -> Value {
         let mut object: Value = serde_json::from_str(&self.rest).unwrap_or(Value::Null);
         if let (Some(map), Ok(metadata)) = (object.as_object_mut(), serde_json::to_value(&self.metadata)) {
+            map.insert("apiVersion".into(), K::api_version(&()).into_owned().into());
+            map.insert("kind".into(), K::kind(&()).into_owned().into());
             map.insert("metadata".into(), metadata);
         }
         object
@@ -132,6 +135,8 @@ impl<'de, K: Child> Deserialize<'de> for Lean<K> {
         let mut object = Value::deserialize(deserializer)?;
         let map = object.as_object_mut().ok_or_else(|| D::Error::custom("expected an object"))?;
         let metadata = map.remove("metadata").unwrap_or(Value::Null);
+        map.remove("apiVersion");
+        map.remove("kind");
         let metadata: ObjectMeta = serde_json::from_value(metadata).map_err(D::Error::custom)?;
         K::trim(&mut object);
         let rest = serde_json::to_string(&object).map_err(D::Error::custom)?.into_boxed_str();
@@ -196,6 +201,20 @@ mod tests {
         // What the drift check compares: the desired fields are all there.
         let desired = serde_json::json!({"metadata": {"name": "portal-web", "labels": {"app": "web"}},
             "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "web", "resources": {"requests": {"cpu": "0.5"}}}]}}}});
+        assert!(crate::stack::drift::is_subset(&desired, &lean.value(), false));
+    }
+
+    #[test]
+    fn an_item_of_a_list_reads_back_with_its_kind() {
+        // Items of a list response carry no apiVersion or kind; the desired object does.
+        let mut item = deployment();
+        if let Some(map) = item.as_object_mut() {
+            map.remove("apiVersion");
+            map.remove("kind");
+        }
+        let lean: Lean<Deployment> = serde_json::from_value(item).unwrap_or_else(|e| panic!("{e}"));
+        let desired =
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "portal-web"}});
         assert!(crate::stack::drift::is_subset(&desired, &lean.value(), false));
     }
 

@@ -1,7 +1,8 @@
 //! Three replicas with `--shard`: every stack is reconciled by exactly one replica (Events
 //! carry the writer's identity as `reportingInstance`); a replica killed without a word loses
 //! its range to the others within the lease duration, no stack is lost and no stack is
-//! written by two replicas.
+//! written by two replicas. Replica 2 filters on its own side (`--shard-filter client`, what
+//! runs on clusters without ShardedListAndWatch); the others let the API server filter.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -19,8 +20,11 @@ const STACKS: usize = 300;
 
 async fn replica(ns: &str, ring: &str, index: usize) -> Operator {
     let lease_ns = harness::lease_namespace(ns);
+    let filter = if index == 2 { "client" } else { "auto" };
     let flags = [
         "--shard",
+        "--shard-filter",
+        filter,
         "--lease-name",
         ring,
         "--lease-namespace",
@@ -93,11 +97,14 @@ async fn replicas_share_the_stacks_and_a_dead_ones_range_moves() {
     for index in 0..3 {
         replicas.push(replica(&ns, &ring, index).await);
     }
-    for operator in &replicas {
+    for (index, operator) in replicas.iter().enumerate() {
         wait_until("the replica holds a range", harness::DEADLINE, || async {
             operator.log().contains("sharding: holding range").then_some(())
         })
         .await;
+        // The local control plane runs with ShardedListAndWatch: the API server filters.
+        let mode = if index == 2 { "client-side (--shard-filter client)" } else { "server-side (shardSelector)" };
+        assert!(operator.log().contains(mode), "replica-{index} not {mode}:\n{}", operator.log());
     }
     let api: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
     apply_all(&api, "registry.example/web:1").await;
