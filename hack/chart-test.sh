@@ -200,6 +200,8 @@ flags "operationDeadlineSeconds: --azure-operation-deadline" '"--azure-operation
   --set azure.operationDeadlineSeconds=1800
 flags "resyncSeconds: --azure-resync" '"--azure-resync","7200"' \
   --set azure.resyncSeconds=7200
+flags "budgetPercent: --azure-budget-percent" '"--azure-budget-percent","50"' \
+  --set azure.budgetPercent=50
 check "no --azure-* or --trusted-namespaces flag by default" bash -c "! grep -qE -- '--(azure-|trusted-)' '$work/deployment.yaml'"
 # jsonpath_of TEMPLATE JSONPATH VALUES...: one field of one rendered template.
 jsonpath_of() {
@@ -226,7 +228,8 @@ if [ -x "$citystack_bin" ]; then
   all_args=$(args_of --set azure.identity=managed --set azure.trustedNamespaces=citystack.io/azure=trusted \
     --set azure.subscriptionId=$guid --set azure.cloud=custom --set azure.armEndpoint=https://arm.example \
     --set azure.authorityHost=https://login.example --set azure.audience=https://arm.example/ \
-    --set azure.caBundle.configMap=azure-ca --set azure.operationDeadlineSeconds=1800 --set azure.resyncSeconds=7200)
+    --set azure.caBundle.configMap=azure-ca --set azure.operationDeadlineSeconds=1800 --set azure.resyncSeconds=7200 \
+    --set azure.budgetPercent=50)
   mapfile -t all_args < <(python3 -c 'import json, sys; print("\n".join(json.loads(sys.argv[1])))' "$all_args")
   check "citystack accepts all of them: ${all_args[*]}" bash -c '
     out=$("$@" --kubeconfig /nonexistent/kubeconfig 2>&1); rc=$?

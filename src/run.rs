@@ -152,6 +152,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let transport = crate::azure::cloud::transport(args.azure.azure_ca_bundle.as_ref()).map_err(StartError::Flags)?;
     let arm =
         ArmShared::new(transport, &cloud.arm_endpoint, &cloud.scope, args.azure.azure_budget_percent, metrics.clone());
+    let throttling = arm.throttling().clone();
     let credentials = Arc::new(
         Credentials::new(client.clone(), arm, cloud, args.azure.azure_identity, &args.azure.trusted_namespaces)
             .map_err(|e| StartError::Flags(e.to_string()))?,
@@ -191,7 +192,17 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             filter: args.shard_filter,
         };
         let probe = work.namespaces.first().cloned().flatten();
+        // ARM throttles the principal, not the replica: pauses are shared, the budget split.
+        tokio::spawn(crate::azure::pauses::run(
+            client.clone(),
+            settings.namespace.clone(),
+            settings.ring.clone(),
+            settings.identity.clone(),
+            throttling.clone(),
+            shutdown.clone(),
+        ));
         crate::shard::run(client, settings, probe, shutdown, move |assignment, token| {
+            throttling.set_replicas(assignment.members);
             work.controllers(Some(assignment.scope), assignment.gate, token)
         })
         .await;

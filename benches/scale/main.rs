@@ -25,7 +25,7 @@ use clap::Parser;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use process::Operator;
+use process::Operators;
 use report::{Report, quantile};
 
 #[derive(Parser, Debug)]
@@ -68,6 +68,9 @@ struct Args {
     /// Where JSON lines are appended; the table goes next to it as `.md`.
     #[arg(long, default_value = ".local/bench/results.jsonl")]
     out: PathBuf,
+    /// Operator replicas for the stack run; more than one share the stacks (`--shard`).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -142,7 +145,7 @@ fn recorder(starts: &Starts) -> Arc<dyn Fn(usize) + Send + Sync> {
 
 async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::path::Path) {
     let n = args.stacks;
-    let run = format!("stacks={n}");
+    let run = format!("stacks={n} replicas={}", args.replicas);
     let deadline = Duration::from_secs(args.deadline);
     let namespaces = |prefix: &str| -> Vec<String> {
         let mut names: Vec<String> = (0..n).map(|i| fleet::namespace(prefix, i, args.per_namespace)).collect();
@@ -205,9 +208,22 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
     let operator_args = |resync: u64| {
         vec!["--concurrency".to_owned(), args.concurrency.to_string(), "--resync".into(), resync.to_string()]
     };
-    let operator =
-        Operator::start(&args.operator, &args.kubeconfig, &operator_args(300), dir.join("operator-stacks.log")).await;
-    report.add(&run, "rss_empty_mb", operator.rss_mb(), "MB", "operator RSS, caches synced, before any stack");
+    let operator = Operators::start(
+        &args.operator,
+        &args.kubeconfig,
+        &operator_args(300),
+        &dir.join("operator-stacks"),
+        args.replicas,
+    )
+    .await;
+    let rss_empty = operator.rss_mb();
+    report.add(
+        &run,
+        "rss_empty_mb",
+        rss_empty,
+        "MB",
+        "operator RSS, caches synced, before any stack (largest replica)",
+    );
     let seen = watch::stacks(client);
     let created = starts(n);
     let cpu_before = operator.cpu_seconds();
@@ -281,7 +297,15 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
         "reconciles",
         "reconciles per stack while converging",
     );
-    report.add(&run, "rss_converged_mb", operator.rss_mb(), "MB", "operator RSS with the fleet converged");
+    let rss = operator.rss_mb();
+    report.add(&run, "rss_converged_mb", rss, "MB", "operator RSS with the fleet converged (largest replica)");
+    report.add(
+        &run,
+        "rss_per_1000_stacks_mb",
+        (rss - rss_empty) * 1000.0 / n.max(1) as f64 * args.replicas.max(1) as f64,
+        "MB",
+        "RSS the fleet adds per 1,000 stacks it holds (converged minus empty, per replica's share; target <= 20)",
+    );
     report.add(&run, "rss_peak_mb", operator.peak_rss_mb(), "MB", "operator peak RSS so far");
 
     // Quiet window: nothing changes, so nothing should be written and little CPU used.
@@ -348,8 +372,14 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
     operator.stop();
     let server = process::apiserver_writes(client).await;
     let restarted = Instant::now();
-    let operator =
-        Operator::start(&args.operator, &args.kubeconfig, &operator_args(300), dir.join("operator-restart.log")).await;
+    let operator = Operators::start(
+        &args.operator,
+        &args.kubeconfig,
+        &operator_args(300),
+        &dir.join("operator-restart"),
+        args.replicas,
+    )
+    .await;
     let until = Instant::now() + deadline;
     while operator.reconciles().await < total && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -402,7 +432,7 @@ async fn azure(client: &Client, args: &Args, report: &mut Report, dir: &std::pat
         args.azure_resync.to_string(),
     ];
     flags.extend(sim.flags());
-    let operator = Operator::start(&args.operator, &args.kubeconfig, &flags, dir.join("operator-azure.log")).await;
+    let operator = Operators::start(&args.operator, &args.kubeconfig, &flags, &dir.join("operator-azure"), 1).await;
     let seen = watch::azure(client);
     azure::prepare(client, &namespaces).await;
     let groups: Vec<String> = namespaces.iter().map(|ns| format!("{ns}/group")).collect();

@@ -16,8 +16,15 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts the operator with `args` after `run`, its log in `log`; waits for /readyz.
-    pub async fn start(binary: &Path, kubeconfig: &Path, args: &[String], log: PathBuf) -> Operator {
+    /// Starts the operator with `args` after `run`, its log in `log`, `POD_NAME` set to
+    /// `identity` when given; waits for /readyz.
+    pub async fn start(
+        binary: &Path,
+        kubeconfig: &Path,
+        args: &[String],
+        log: PathBuf,
+        identity: Option<&str>,
+    ) -> Operator {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -28,7 +35,8 @@ impl Operator {
             .args(["run", "--log-format", "json", "--admin-addr", &admin, "--kubeconfig"])
             .arg(kubeconfig)
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,citystack::shard=info")
+            .envs(identity.map(|i| ("POD_NAME", i)))
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -88,11 +96,6 @@ impl Operator {
         all - exempt
     }
 
-    /// SolutionStack reconciles so far.
-    pub async fn reconciles(&self) -> f64 {
-        self.metric("citystack_reconciles_total", &[("controller", "solutionstack")]).await
-    }
-
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -131,6 +134,82 @@ impl Operator {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One operator, or several sharing the stacks (`--shard`); figures are summed over the
+/// replicas, RSS is the largest replica's.
+pub struct Operators {
+    pub replicas: Vec<Operator>,
+}
+
+impl Operators {
+    /// Starts `count` replicas (sharded when more than one; ring `citystack-bench` in
+    /// namespace `default`), logs at `<log>-<i>.log`, and waits until each is ready.
+    pub async fn start(binary: &Path, kubeconfig: &Path, args: &[String], log: &Path, count: usize) -> Operators {
+        let mut replicas = Vec::new();
+        for i in 0..count.max(1) {
+            let mut args = args.to_vec();
+            if count > 1 {
+                args.extend(
+                    ["--shard", "--lease-name", "citystack-bench", "--lease-namespace", "default"].map(String::from),
+                );
+            }
+            let file = PathBuf::from(format!("{}-{i}.log", log.display()));
+            let identity = format!("bench-replica-{i}");
+            replicas
+                .push(Operator::start(binary, kubeconfig, &args, file, (count > 1).then_some(identity.as_str())).await);
+        }
+        Operators { replicas }
+    }
+
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let mut total = 0.0;
+        for r in &self.replicas {
+            total += r.metric(name, labels).await;
+        }
+        total
+    }
+
+    pub async fn writes(&self) -> f64 {
+        let mut total = 0.0;
+        for r in &self.replicas {
+            total += r.writes().await;
+        }
+        total
+    }
+
+    pub async fn requests(&self) -> f64 {
+        let mut total = 0.0;
+        for r in &self.replicas {
+            total += r.requests().await;
+        }
+        total
+    }
+
+    pub async fn reconciles(&self) -> f64 {
+        self.metric("citystack_reconciles_total", &[("controller", "solutionstack")]).await
+    }
+
+    /// The largest replica's RSS, MB.
+    pub fn rss_mb(&self) -> f64 {
+        self.replicas.iter().map(Operator::rss_mb).fold(0.0, f64::max)
+    }
+
+    /// The largest replica's peak RSS, MB.
+    pub fn peak_rss_mb(&self) -> f64 {
+        self.replicas.iter().map(Operator::peak_rss_mb).fold(0.0, f64::max)
+    }
+
+    /// CPU time of all replicas, seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.replicas.iter().map(Operator::cpu_seconds).sum()
+    }
+
+    pub fn stop(self) {
+        for r in self.replicas {
+            r.stop();
+        }
     }
 }
 

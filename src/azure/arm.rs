@@ -24,7 +24,7 @@ use azure_core::http::{
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::azure::budget::Budget;
+use crate::azure::budget::{self, Throttling};
 use crate::azure::response::{self, MAX_BODY_BYTES, MAX_RETRY_AFTER, RawAnswer};
 use crate::telemetry::Metrics;
 
@@ -42,8 +42,7 @@ pub use crate::azure::response::{ArmError, ArmResponse, Provisioning};
 pub struct Arm {
     pipeline: Arc<Pipeline>,
     endpoint: String,
-    budget: Arc<Budget>,
-    paused: Arc<Mutex<HashMap<String, Instant>>>,
+    throttling: Arc<Throttling>,
     metrics: Metrics,
     /// Who the credential acts as (`Resolved::principal`): not secret.
     principal: String,
@@ -55,10 +54,9 @@ pub struct ArmShared {
     transport: Transport,
     endpoint: String,
     scope: String,
-    budget: Arc<Budget>,
-    /// Subscriptions ARM throttled, and until when: ARM throttles per subscription, so a
-    /// `Retry-After` holds back every caller of that subscription, not only the one refused.
-    paused: Arc<Mutex<HashMap<String, Instant>>>,
+    /// The budget, and the subscriptions and principals ARM throttled: a `Retry-After` holds
+    /// back every caller of that subscription and principal, not only the one refused.
+    throttling: Arc<Throttling>,
     metrics: Metrics,
     /// One client per slot (a Secret's `<namespace>/<name>`).
     clients: Arc<Mutex<HashMap<String, CachedClient>>>,
@@ -80,11 +78,15 @@ impl ArmShared {
             transport,
             endpoint: endpoint.to_owned(),
             scope: scope.to_owned(),
-            budget: Arc::new(Budget::new(budget_percent)),
-            paused: Arc::default(),
+            throttling: Arc::new(Throttling::new(budget_percent)),
             metrics,
             clients: Arc::default(),
         }
+    }
+
+    /// The budget and pauses every client shares.
+    pub fn throttling(&self) -> &Arc<Throttling> {
+        &self.throttling
     }
 
     /// The transport (for credentials, which fetch tokens through it).
@@ -110,7 +112,7 @@ impl ArmShared {
             return arm;
         }
         // Budget keys whose bucket is full again carry no state worth keeping.
-        self.budget.retain_recent();
+        self.throttling.retain_recent();
         let auth: Arc<dyn Policy> = Arc::new(BearerTokenAuthorizationPolicy::new(credential, [self.scope.clone()]));
         let options = ClientOptions {
             transport: Some(self.transport.clone()),
@@ -122,8 +124,7 @@ impl ArmShared {
         let arm = Arm {
             pipeline: Arc::new(pipeline),
             endpoint: self.endpoint.clone(),
-            budget: self.budget.clone(),
-            paused: self.paused.clone(),
+            throttling: self.throttling.clone(),
             metrics: self.metrics.clone(),
             principal: principal.to_owned(),
         };
@@ -295,15 +296,14 @@ impl Arm {
     ) -> Result<ArmResponse, ArmError> {
         // ARM's throttling buckets are per subscription and principal (ARM docs, "Understand
         // how Azure Resource Manager throttles requests"): one tenant's 429 pauses only its own.
-        let key = budget_key(subscription, &self.principal);
-        let now = Instant::now();
-        if let Some(until) = self.paused.lock().ok().and_then(|p| p.get(&key).copied()).filter(|until| *until > now) {
-            return Err(ArmError::Throttled { retry_after: until.saturating_duration_since(now) });
+        let key = budget::key(subscription, &self.principal);
+        if let Some(retry_after) = self.throttling.paused_for(&key) {
+            return Err(ArmError::Throttled { retry_after });
         }
         // A short wait for the next token is taken here (the reconcile could do nothing else
         // with ARM meanwhile); a longer one returns the object to the queue.
         let mut waited = Duration::ZERO;
-        while let Err(wait) = self.budget.check(&key, &method) {
+        while let Err(wait) = self.throttling.check(&key, &method) {
             if waited + wait > MAX_BUDGET_WAIT {
                 return Err(ArmError::Throttled {
                     retry_after: wait.clamp(Duration::from_millis(100), MAX_RETRY_AFTER),
@@ -344,12 +344,8 @@ impl Arm {
             ) => status.to_string(),
         };
         self.metrics.arm_request(method_label, &status);
-        if let Err(ArmError::Throttled { retry_after }) = &result
-            && let Some(until) = Instant::now().checked_add(*retry_after)
-            && let Ok(mut paused) = self.paused.lock()
-        {
-            paused.retain(|_, until| *until > now);
-            paused.insert(key, until);
+        if let Err(ArmError::Throttled { retry_after }) = &result {
+            self.throttling.throttled(&key, *retry_after);
         }
         result
     }
@@ -376,11 +372,6 @@ impl Arm {
         }
         Ok(raw)
     }
-}
-
-/// The key of the request budget and the throttling pause: subscription and principal.
-fn budget_key(subscription: &str, principal: &str) -> String {
-    format!("{}\n{principal}", subscription.to_ascii_lowercase())
 }
 
 fn method_name(method: &Method) -> &'static str {

@@ -13,6 +13,7 @@ pub mod export;
 pub mod hold;
 pub mod kinds;
 pub mod observe;
+pub mod pauses;
 pub mod plan;
 pub mod resolve;
 pub mod response;

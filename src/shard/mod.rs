@@ -73,6 +73,8 @@ pub struct Assignment {
     pub scope: Scope,
     /// Open while the replica's Lease renewal is fresh.
     pub gate: LeaderGate,
+    /// Live members of the ring, this replica included.
+    pub members: usize,
 }
 
 /// A client like `client` whose SolutionStack lists and watches carry `range`'s shard
@@ -162,8 +164,9 @@ pub async fn run<F, Fut>(
         let (gate, control) = LeaderGate::controlled();
         control.open_until(validity);
         let token = shutdown.child_token();
-        let task = tokio::spawn(work(Assignment { scope: Scope { range, server_side }, gate }, token.clone()));
-        info!(range = %range, members = live(&store, &settings.identity).len(), "sharding: holding range");
+        let members = live(&store, &settings.identity).len();
+        let task = tokio::spawn(work(Assignment { scope: Scope { range, server_side }, gate, members }, token.clone()));
+        info!(range = %range, members, "sharding: holding range");
         // 3. Renew until membership changes.
         let mut renewed = Instant::now();
         loop {
@@ -202,6 +205,8 @@ fn live(store: &Store<Lease>, me: &str) -> Vec<String> {
     let mut ids: Vec<String> =
         membership::members(&leases, jiff::Timestamp::now()).into_iter().map(|m| m.identity).collect();
     ids.push(me.to_owned());
+    ids.sort_unstable();
+    ids.dedup();
     ids
 }
 

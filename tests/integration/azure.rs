@@ -443,7 +443,7 @@ pub async fn wait_azr(
 }
 
 /// Time (ms since the epoch), method, path and status of each logged ARM request.
-async fn timed_requests(sim: &Sim) -> Vec<(i64, String, String, u64)> {
+pub async fn timed_requests(sim: &Sim) -> Vec<(i64, String, String, u64)> {
     let log = sim.admin(reqwest::Method::GET, "/_admin/requests", None).await;
     log.as_array()
         .into_iter()

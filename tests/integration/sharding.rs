@@ -149,3 +149,100 @@ async fn replicas_share_the_stacks_and_a_dead_ones_range_moves() {
     assert_eq!(images.into_iter().collect::<Vec<_>>(), ["registry.example/web:2"]);
     harness::delete_namespace(&client, &ns).await;
 }
+
+/// ARM throttles the principal, not the replica: a 429 one replica receives holds back the
+/// other's requests to that subscription too, for the whole Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_one_replica_receives_pauses_the_other() {
+    use crate::azure::{Sim, azr, credential_secret, timed_requests, wait_azr_ready};
+    use citystack::api::AzureResource;
+
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "shardarm", json!({})).await;
+    credential_secret(&client, &ns).await;
+    let sim = Sim::start(Duration::from_millis(300)).await;
+    let ring = format!("ring-{ns}");
+    let lease_ns = harness::lease_namespace(&ns);
+    let mut flags: Vec<String> = [
+        "--shard",
+        "--lease-name",
+        &ring,
+        "--lease-namespace",
+        &lease_ns,
+        "--lease-duration",
+        "6",
+        "--lease-grace",
+        "2",
+    ]
+    .map(String::from)
+    .to_vec();
+    flags.extend(sim.flags());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut replicas = Vec::new();
+    for name in ["replica-a", "replica-b"] {
+        replicas.push(Operator::start_with_env(&ns, 300, &flags, &[("POD_NAME", name)]).await);
+    }
+    for operator in &replicas {
+        wait_until("both replicas hold a range", harness::DEADLINE, || async {
+            operator
+                .log()
+                .matches("sharding: holding range")
+                .last()
+                .and(operator.log().contains("members=2").then_some(()))
+        })
+        .await;
+    }
+    let api: Api<AzureResource> = Api::namespaced(client.clone(), &ns);
+    harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-shared", "location": "eastus"}))).await;
+    wait_azr_ready(&api, "rg").await;
+
+    // The first read of a cache is answered 429 with Retry-After: 6. Once the replica that got
+    // it has shared the pause, twelve more caches arrive: both replicas have some of them (each
+    // has half the hash space), and neither may call ARM before the pause ends.
+    sim.admin(
+        reqwest::Method::POST,
+        "/_admin/faults",
+        Some(json!({"method": "GET", "pathContains": "/redis/", "status": 429, "retryAfter": 6, "count": 1})),
+    )
+    .await;
+    let cache = |i: usize| {
+        let spec = json!({"kind": "RedisCache", "name": format!("shared-cache-{i}"), "resourceGroup": "rg-shared", "location": "eastus"});
+        azr(&format!("c{i}"), spec)
+    };
+    harness::apply(&api, &cache(0)).await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &lease_ns);
+    wait_until("the pause shared through the ring's Lease", harness::DEADLINE, || async {
+        let lease = leases.get_opt(&citystack::azure::pauses::lease_name(&ring)).await.ok()??;
+        lease.annotations().keys().any(|k| k.starts_with(citystack::azure::pauses::PREFIX)).then_some(())
+    })
+    .await;
+    for i in 1..16 {
+        harness::apply(&api, &cache(i)).await;
+    }
+    for i in 0..16 {
+        wait_azr_ready(&api, &format!("c{i}")).await;
+    }
+    let writers = writers_of_azure(&client, &ns).await;
+    assert_eq!(writers.len(), 2, "both replicas provisioned caches: {writers:?}");
+    let log = timed_requests(&sim).await;
+    let throttled_at = log
+        .iter()
+        .find(|(_, _, _, status)| *status == 429)
+        .map(|(t, ..)| *t)
+        .unwrap_or_else(|| panic!("no 429 in {log:?}"));
+    // Sharing the pause takes a Lease write and a watch event: allow a second for it.
+    let early: Vec<_> = log.iter().filter(|(t, ..)| *t > throttled_at + 1000 && *t < throttled_at + 6000).collect();
+    assert!(early.is_empty(), "requests to the throttled subscription and principal during Retry-After: {early:?}");
+    harness::delete_namespace(&client, &ns).await;
+}
+
+/// The replicas that published Events about AzureResources.
+async fn writers_of_azure(client: &Client, ns: &str) -> BTreeSet<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = events.list(&ListParams::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    list.items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("AzureResource"))
+        .filter_map(|e| e.reporting_instance.clone())
+        .collect()
+}

@@ -147,6 +147,10 @@ unset value leaves the operator's own default in force. Names as in src/azure/cl
 - --azure-resync
 - {{ . | quote }}
 {{- end }}
+{{- with .budgetPercent }}
+- --azure-budget-percent
+- {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 
