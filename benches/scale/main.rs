@@ -37,7 +37,7 @@ struct Args {
     /// The operator binary (a release build).
     #[arg(long, default_value = "target/release/citystack")]
     operator: PathBuf,
-    /// Stacks in the fleet.
+    /// Stacks in the fleet (0 skips the stack run).
     #[arg(long, default_value_t = 1000)]
     stacks: usize,
     /// Stacks per namespace.
@@ -89,7 +89,9 @@ async fn main() {
     let mut report = Report::new(&args.out);
     let dir = args.out.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
 
-    stacks(&client, &args, &mut report, &dir).await;
+    if args.stacks > 0 {
+        stacks(&client, &args, &mut report, &dir).await;
+    }
     if args.azure > 0 {
         azure(&client, &args, &mut report, &dir).await;
     }
