@@ -166,7 +166,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         args.azure.azure_identity != IdentityKind::None && !args.azure.trusted_namespaces.trim().is_empty();
     let permissions = permissions::required(
         &namespaces,
-        args.leader_elect.then_some(args.lease_namespace.as_str()),
+        (args.leader_elect || args.shard).then_some(args.lease_namespace.as_str()),
         trusted_namespaces,
     );
     tokio::spawn(self_check(client.clone(), permissions, health.clone()));

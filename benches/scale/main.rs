@@ -313,15 +313,34 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
     // Quiet window: nothing changes, so nothing should be written and little CPU used.
     let (cpu, ours, server) =
         (operator.cpu_seconds(), operator.writes().await, process::apiserver_writes(client).await);
+    let resyncs_before = operator.reconciles().await;
     tokio::time::sleep(Duration::from_secs(args.quiet)).await;
     let window = args.quiet as f64;
+    let cpu_used = operator.cpu_seconds() - cpu;
     report.add(
         &run,
         "idle_cpu_seconds_per_minute",
-        (operator.cpu_seconds() - cpu) * 60.0 / window,
+        cpu_used * 60.0 / window,
         "s/min",
-        format!("operator CPU in a {window:.0} s quiet window, per minute"),
+        format!("operator CPU in a {window:.0} s quiet window, per minute (resyncs of converged stacks included)"),
     );
+    let resyncs = operator.reconciles().await - resyncs_before;
+    report.add(
+        &run,
+        "resyncs_per_minute",
+        resyncs * 60.0 / window,
+        "reconciles",
+        "stack reconciles per minute at steady state (N stacks / --resync 300 s)",
+    );
+    if resyncs > 0.0 {
+        report.add(
+            &run,
+            "cpu_ms_per_resync",
+            cpu_used * 1000.0 / resyncs,
+            "ms",
+            "operator CPU per steady-state reconcile (render, drift check, no request)",
+        );
+    }
     report.add(
         &run,
         "quiet_writes_operator",
