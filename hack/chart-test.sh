@@ -428,7 +428,7 @@ no_rules() {
 # (azure.trustedNamespaces set), else empty.
 common_rules() {
   local as=$1 home=$2 list=$3
-  expect_verbs "$as" "-n $home" leases.coordination.k8s.io "" get list watch create update patch
+  expect_verbs "$as" "-n $home" leases.coordination.k8s.io "" get list watch create update patch delete
   expect_verbs "$as" "-n $unwatched" leases.coordination.k8s.io ""
   expect_verbs "$as" "-A" leases.coordination.k8s.io ""
   expect_verbs "$as" "" selfsubjectaccessreviews.authorization.k8s.io "" create

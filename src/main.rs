@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// jemalloc returns freed memory to the system and keeps fragmentation low where glibc's
+// per-thread arenas hold on to what watch lists and JSON parsing used once.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "citystack", version, about = "Kubernetes operator for smart-city solution stacks")]
 struct Cli {

@@ -214,6 +214,11 @@ pub fn intent<K: Resource>(object: &K) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// Whether a cached object keeps this annotation (see [`strip`]).
+pub fn kept_annotation(key: &str) -> bool {
+    key.starts_with("citystack.io/") || key == crate::ownership::HELM_RELEASE
+}
+
 /// Drops what reconciles never read from cached objects: managedFields, and every annotation
 /// but ours (`citystack.io/`) and Helm's release name (named in ownership conflicts). Above
 /// all `kubectl.kubernetes.io/last-applied-configuration`: a second copy of the object, which
@@ -221,7 +226,7 @@ pub fn intent<K: Resource>(object: &K) -> Option<u64> {
 pub fn strip<K: Resource>(object: &mut K) {
     object.managed_fields_mut().clear();
     let annotations = object.annotations_mut();
-    annotations.retain(|key, _| key.starts_with("citystack.io/") || key == crate::ownership::HELM_RELEASE);
+    annotations.retain(|key, _| kept_annotation(key));
     if annotations.is_empty() {
         object.meta_mut().annotations = None;
     }
