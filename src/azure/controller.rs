@@ -128,7 +128,16 @@ pub async fn run(
         .reconcile_all_on(promotions)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .for_each(|result| async move {
+            match result {
+                // Reconcile failures are logged by `error_policy`.
+                Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(controller::Error::QueueError(error)) => {
+                    warn!(error = %crate::error::watch_message(&error), "azureresource controller: watch")
+                }
+                Err(error) => warn!(%error, "azureresource controller"),
+            }
+        })
         .await;
 }
 
