@@ -214,6 +214,18 @@ pub fn intent<K: Resource>(object: &K) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// The API of a namespaced kind in `namespace`, or in all namespaces for `None`.
+pub fn api<K>(client: Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    }
+}
+
 /// Whether a cached object keeps this annotation (see [`strip`]).
 pub fn kept_annotation(key: &str) -> bool {
     key.starts_with("citystack.io/") || key == crate::ownership::HELM_RELEASE

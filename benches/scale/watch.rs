@@ -58,62 +58,66 @@ fn key<K: kube::Resource>(object: &K) -> String {
     format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
 }
 
-/// Marks SolutionStacks Ready=True at their current generation.
-pub fn stacks(client: &Client) -> Seen {
+/// Marks each object `done` says is ready, from a watch of all namespaces.
+fn watch<K>(client: &Client, config: watcher::Config, done: fn(&K) -> bool) -> Seen
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
     let seen = Seen::default();
     let marks = seen.clone();
-    let api: Api<SolutionStack> = Api::all(client.clone());
-    tokio::spawn(watcher(api, watcher::Config::default()).default_backoff().applied_objects().for_each(move |s| {
-        if let Ok(stack) = s {
-            let status = stack.status.as_ref();
-            let current = status.and_then(|s| s.observed_generation) == stack.metadata.generation;
-            let ready = status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            if current && ready {
-                marks.mark(key(&stack));
-            }
+    let api: Api<K> = Api::all(client.clone());
+    tokio::spawn(watcher(api, config).default_backoff().applied_objects().for_each(move |object| {
+        if let Ok(object) = object.as_ref()
+            && done(object)
+        {
+            marks.mark(key(object));
         }
         futures::future::ready(())
     }));
     seen
+}
+
+/// Ready=True in a status that describes the current generation.
+fn ready_at(
+    generation: Option<i64>,
+    observed: Option<i64>,
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> bool {
+    observed == generation && conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Marks SolutionStacks Ready=True at their current generation.
+pub fn stacks(client: &Client) -> Seen {
+    watch(client, watcher::Config::default(), |s: &SolutionStack| {
+        let status = s.status.as_ref();
+        ready_at(
+            s.metadata.generation,
+            status.and_then(|s| s.observed_generation),
+            status.map_or(&[], |s| &s.conditions),
+        )
+    })
 }
 
 /// Marks Deployments whose rollout is complete (all replicas updated and available at the
 /// current generation), selected by `labels`.
 pub fn deployments(client: &Client, labels: &str) -> Seen {
-    let seen = Seen::default();
-    let marks = seen.clone();
-    let api: Api<Deployment> = Api::all(client.clone());
-    let config = watcher::Config::default().labels(labels);
-    tokio::spawn(watcher(api, config).default_backoff().applied_objects().for_each(move |d| {
-        if let Ok(d) = d {
-            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let status = d.status.clone().unwrap_or_default();
-            let current = status.observed_generation == d.metadata.generation;
-            if current && status.available_replicas.unwrap_or(0) >= want && status.updated_replicas.unwrap_or(0) >= want
-            {
-                marks.mark(key(&d));
-            }
-        }
-        futures::future::ready(())
-    }));
-    seen
+    watch(client, watcher::Config::default().labels(labels), |d: &Deployment| {
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let Some(status) = d.status.as_ref() else { return false };
+        status.observed_generation == d.metadata.generation
+            && status.available_replicas.unwrap_or(0) >= want
+            && status.updated_replicas.unwrap_or(0) >= want
+    })
 }
 
 /// Marks AzureResources Ready=True at their current generation.
 pub fn azure(client: &Client) -> Seen {
-    let seen = Seen::default();
-    let marks = seen.clone();
-    let api: Api<AzureResource> = Api::all(client.clone());
-    tokio::spawn(watcher(api, watcher::Config::default()).default_backoff().applied_objects().for_each(move |r| {
-        if let Ok(r) = r {
-            let status = r.status.as_ref();
-            let current = status.and_then(|s| s.observed_generation) == r.metadata.generation;
-            let ready = status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            if current && ready {
-                marks.mark(key(&r));
-            }
-        }
-        futures::future::ready(())
-    }));
-    seen
+    watch(client, watcher::Config::default(), |r: &AzureResource| {
+        let status = r.status.as_ref();
+        ready_at(
+            r.metadata.generation,
+            status.and_then(|s| s.observed_generation),
+            status.map_or(&[], |s| &s.conditions),
+        )
+    })
 }

@@ -83,10 +83,7 @@ pub async fn run(
     leader: LeaderGate,
     shutdown: CancellationToken,
 ) {
-    let api: Api<AzureResource> = match &settings.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let api: Api<AzureResource> = reconciler::api(client.clone(), &settings.namespace);
     let (store, writer) = reflector::store();
     let mut synced = Some(health);
     let stream = watcher(api, watcher::Config::default())

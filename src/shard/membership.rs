@@ -44,7 +44,7 @@ pub fn lease_name(ring: &str, identity: &str) -> String {
 /// The members whose Leases are still valid at `now` (pure). Leases are written by other
 /// replicas, so every field is untrusted: a duration outside 1..=3600 s, a missing holder or
 /// renewal make the Lease count as gone; a bad held range counts as holding nothing.
-pub fn members(leases: &[Lease], now: jiff::Timestamp) -> Vec<Member> {
+pub fn members<'a>(leases: impl IntoIterator<Item = &'a Lease>, now: jiff::Timestamp) -> Vec<Member> {
     let mut out: BTreeMap<String, Member> = BTreeMap::new();
     for lease in leases {
         let Some(spec) = lease.spec.as_ref() else { continue };

@@ -80,13 +80,15 @@ pub struct Assignment {
 /// A client like `client` whose SolutionStack lists and watches carry `range`'s shard
 /// selector.
 pub fn stack_client(client: &Client, range: &Range) -> Client {
-    let inner = client.clone();
-    let send = tower::service_fn(move |request| {
+    let (inner, query) = (client.clone(), selector::ShardQuery::new("solutionstacks", range));
+    let send = tower::service_fn(move |mut request: http::Request<kube::client::Body>| {
+        if let Some(uri) = query.rewrite(request.method(), request.uri()) {
+            *request.uri_mut() = uri;
+        }
         let client = inner.clone();
         async move { client.send(request).await }
     });
-    let service = tower::Layer::layer(&selector::ShardLayer::new("solutionstacks", range), send);
-    Client::new(service, client.default_namespace().to_owned())
+    Client::new(send, client.default_namespace().to_owned())
 }
 
 /// Whether `scope` holds the object (by [`ring::key`]); every object when unsharded.
@@ -164,7 +166,7 @@ pub async fn run<F, Fut>(
         let (gate, control) = LeaderGate::controlled();
         control.open_until(validity);
         let token = shutdown.child_token();
-        let members = live(&store, &settings.identity).len();
+        let members = ring_now(&store, &settings.identity).1.len();
         let task = tokio::spawn(work(Assignment { scope: Scope { range, server_side }, gate, members }, token.clone()));
         info!(range = %range, members, "sharding: holding range");
         // 3. Renew until membership changes.
@@ -182,7 +184,7 @@ pub async fn run<F, Fut>(
                     None => warn!("sharding: renewing the member Lease failed; writes stop when it runs out"),
                 }
             }
-            if ring::range_of(&live(&store, &settings.identity), &settings.identity) != Some(range) {
+            if ring::range_of(&ring_now(&store, &settings.identity).1, &settings.identity) != Some(range) {
                 info!(range = %range, "sharding: membership changed; handing the range over");
                 break;
             }
@@ -199,15 +201,16 @@ pub async fn run<F, Fut>(
     info!("sharding: left the ring");
 }
 
-/// Identities of the live members, this replica included.
-fn live(store: &Store<Lease>, me: &str) -> Vec<String> {
-    let leases: Vec<Lease> = store.state().iter().map(|l| l.as_ref().clone()).collect();
-    let mut ids: Vec<String> =
-        membership::members(&leases, jiff::Timestamp::now()).into_iter().map(|m| m.identity).collect();
+/// The live members in the Lease cache, and the identities that split the ring: theirs and
+/// this replica's, sorted and unique.
+fn ring_now(store: &Store<Lease>, me: &str) -> (Vec<membership::Member>, Vec<String>) {
+    let leases = store.state();
+    let members = membership::members(leases.iter().map(|l| l.as_ref()), jiff::Timestamp::now());
+    let mut ids: Vec<String> = members.iter().map(|m| m.identity.clone()).collect();
     ids.push(me.to_owned());
     ids.sort_unstable();
     ids.dedup();
-    ids
+    (members, ids)
 }
 
 /// This replica's side of the ring: its Lease and how often it is renewed.
@@ -254,10 +257,7 @@ impl Member {
             if renewed.is_none_or(|r| r.elapsed() >= self.renew_every) && self.renew(None).await.is_some() {
                 renewed = Some(Instant::now());
             }
-            let leases: Vec<Lease> = store.state().iter().map(|l| l.as_ref().clone()).collect();
-            let members = membership::members(&leases, jiff::Timestamp::now());
-            let mut ids: Vec<String> = members.iter().map(|m| m.identity.clone()).collect();
-            ids.push(me.clone());
+            let (members, ids) = ring_now(store, me);
             if let Some(target) = ring::range_of(&ids, me) {
                 let taken = members.iter().any(|m| &m.identity != me && m.held.is_some_and(|h| h.overlaps(&target)));
                 if !taken && renewed.is_some() {

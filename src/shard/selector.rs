@@ -2,38 +2,36 @@
 //! `shardSelector` (KEP-5866, alpha in Kubernetes 1.36 behind the `ShardedListAndWatch`
 //! feature gate), so the API server sends each replica only the stacks of its range.
 //!
-//! kube-rs has no field for the parameter yet, so a client layer adds it to the query of
+//! kube-rs has no field for the parameter yet, so the stacks' client adds it to the query of
 //! collection GETs (list and watch) of the one resource, and nothing else: gets of single
 //! objects and every write pass untouched. Whether the server applies it is probed once:
 //! a filtered list answers with `metadata.shardInfo`; a server without the gate ignores the
 //! parameter, and the operator then filters on its side (same ranges, no memory saving).
 
-use std::task::{Context, Poll};
-
 use kube::Client;
 use serde_json::Value;
-use tower::{Layer, Service};
 
 use super::ring::Range;
 
-/// Adds `shardSelector=<selector>` to list and watch requests of `resource` (its plural).
+/// Adds `shardSelector=<selector>` to list and watch requests of one resource.
 #[derive(Clone, Debug)]
-pub struct ShardLayer {
-    resource: &'static str,
+pub struct ShardQuery {
+    /// `/<plural>`: a collection path ends with it.
+    suffix: String,
     query: String,
 }
 
-impl ShardLayer {
-    /// A layer for collection requests of `resource` restricted to `range`.
-    pub fn new(resource: &'static str, range: &Range) -> Self {
+impl ShardQuery {
+    /// The query for collection requests of `resource` (its plural) restricted to `range`.
+    pub fn new(resource: &str, range: &Range) -> Self {
         let query: String =
             form_urlencoded::Serializer::new(String::new()).append_pair("shardSelector", &range.selector()).finish();
-        Self { resource, query }
+        Self { suffix: format!("/{resource}"), query }
     }
 
     /// The request URI with the selector added, when it is a collection GET of the resource.
     pub fn rewrite(&self, method: &http::Method, uri: &http::Uri) -> Option<http::Uri> {
-        if method != http::Method::GET || !uri.path().ends_with(&format!("/{}", self.resource)) {
+        if method != http::Method::GET || !uri.path().ends_with(&self.suffix) {
             return None;
         }
         let path_and_query = match uri.query() {
@@ -43,40 +41,6 @@ impl ShardLayer {
         let mut parts = uri.clone().into_parts();
         parts.path_and_query = path_and_query.parse().ok();
         http::Uri::from_parts(parts).ok()
-    }
-}
-
-impl<S> Layer<S> for ShardLayer {
-    type Service = Sharded<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Sharded { inner, layer: self.clone() }
-    }
-}
-
-/// The service [`ShardLayer`] wraps around a kube client's transport.
-#[derive(Clone)]
-pub struct Sharded<S> {
-    inner: S,
-    layer: ShardLayer,
-}
-
-impl<S, B> Service<http::Request<B>> for Sharded<S>
-where
-    S: Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if let Some(uri) = self.layer.rewrite(request.method(), request.uri()) {
-            *request.uri_mut() = uri;
-        }
-        self.inner.call(request)
     }
 }
 
@@ -110,7 +74,7 @@ mod tests {
 
     #[test]
     fn only_collection_gets_of_the_resource_carry_the_selector() {
-        let layer = ShardLayer::new("solutionstacks", &Range { start: 0, end: SPACE / 2 });
+        let layer = ShardQuery::new("solutionstacks", &Range { start: 0, end: SPACE / 2 });
         let get = http::Method::GET;
         let rewritten = |method: &http::Method, uri: &str| {
             layer.rewrite(method, &uri.parse().unwrap_or_default()).map(|u| u.to_string())

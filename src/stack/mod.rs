@@ -81,21 +81,9 @@ pub async fn run(
     leader: LeaderGate,
     shutdown: CancellationToken,
 ) {
-    fn scoped<K: Resource<Scope = k8s_openapi::NamespaceResourceScope>>(
-        client: Client,
-        namespace: &Option<String>,
-    ) -> Api<K>
-    where
-        K::DynamicType: Default,
-    {
-        match namespace {
-            Some(ns) => Api::namespaced(client, ns),
-            None => Api::all(client),
-        }
-    }
-    let deployments: Api<lean::Lean<Deployment>> = scoped(client.clone(), &settings.namespace);
-    let services: Api<lean::Lean<Service>> = scoped(client.clone(), &settings.namespace);
-    let secrets: Api<PartialObjectMeta<Secret>> = scoped(client.clone(), &settings.namespace);
+    let deployments: Api<lean::Lean<Deployment>> = reconciler::api(client.clone(), &settings.namespace);
+    let services: Api<lean::Lean<Service>> = reconciler::api(client.clone(), &settings.namespace);
+    let secrets: Api<PartialObjectMeta<Secret>> = reconciler::api(client.clone(), &settings.namespace);
     // Stacks and their children outside the shard never reach the caches. On a server that
     // filters, the API server sends only this replica's stacks; the filter below also covers
     // one that ignores shardSelector.
@@ -104,9 +92,10 @@ pub async fn run(
         Some(scope) if scope.server_side => crate::shard::stack_client(&client, &scope.range),
         _ => client.clone(),
     };
-    let stacks: Api<SolutionStack> = scoped(stack_client, &settings.namespace);
+    let stacks: Api<SolutionStack> = reconciler::api(stack_client, &settings.namespace);
 
-    // Owned children: label-selected, managedFields stripped, kept in stores for diffing.
+    // Owned children: label-selected, kept lean (stripped while parsed, `lean::Lean`) in stores
+    // for diffing.
     // Each cache counts as synced once its first list is in the store. Tracked from the
     // stream (after `reflect`), not with `Store::wait_until_ready`: that future wakes only
     // the last task to poll it, and the Controller itself polls the stack store's.
@@ -117,7 +106,6 @@ pub async fn run(
     let deploy_stream = watcher(deployments, owned.clone())
         .default_backoff()
         .filter(crate::shard::in_scope(shard))
-        .modify(reconciler::strip)
         .reflect(deploy_writer)
         .inspect(sync.observer(0))
         .touched_objects();
@@ -125,12 +113,11 @@ pub async fn run(
     let service_stream = watcher(services, owned)
         .default_backoff()
         .filter(crate::shard::in_scope(shard))
-        .modify(reconciler::strip)
         .reflect(service_writer)
         .inspect(sync.observer(1))
         .touched_objects();
     // AzureResources: the stack's own (inline Azure bindings) and those it references.
-    let azure_api: Api<AzureResource> = scoped(client.clone(), &settings.namespace);
+    let azure_api: Api<AzureResource> = reconciler::api(client.clone(), &settings.namespace);
     let (azure_store, azure_writer) = reflector::store();
     let azure_stream = watcher(azure_api, watcher::Config::default())
         .default_backoff()

@@ -442,6 +442,21 @@ pub async fn wait_azr(
     found.unwrap_or_else(|_| panic!("AzureResource {name}: {what}; last status: {last:#?}"))
 }
 
+/// The requests logged between `from` and `to` milliseconds after the first 429 (exclusive).
+/// Panics when there is no 429.
+pub fn requests_after_the_first_429(
+    log: &[(i64, String, String, u64)],
+    from: i64,
+    to: i64,
+) -> Vec<(i64, String, String, u64)> {
+    let throttled_at = log
+        .iter()
+        .find(|(_, _, _, status)| *status == 429)
+        .map(|(t, ..)| *t)
+        .unwrap_or_else(|| panic!("no 429 in {log:?}"));
+    log.iter().filter(|(t, ..)| *t > throttled_at + from && *t < throttled_at + to).cloned().collect()
+}
+
 /// Time (ms since the epoch), method, path and status of each logged ARM request.
 pub async fn timed_requests(sim: &Sim) -> Vec<(i64, String, String, u64)> {
     let log = sim.admin(reqwest::Method::GET, "/_admin/requests", None).await;
@@ -472,13 +487,7 @@ async fn throttling_is_honoured_and_failed_operations_stall() {
     harness::apply(&api, &azr("rg", json!({"kind": "ResourceGroup", "name": "rg-throttle", "location": "eastus"})))
         .await;
     wait_azr_ready(&api, "rg").await;
-    let log = timed_requests(&sim).await;
-    let throttled_at = log
-        .iter()
-        .find(|(_, _, _, status)| *status == 429)
-        .map(|(t, ..)| *t)
-        .unwrap_or_else(|| panic!("no 429 in {log:?}"));
-    let early: Vec<_> = log.iter().filter(|(t, ..)| *t > throttled_at && *t < throttled_at + 3000).collect();
+    let early = requests_after_the_first_429(&timed_requests(&sim).await, 0, 3000);
     assert!(early.is_empty(), "requests to the throttled subscription before Retry-After expired: {early:?}");
 
     // A long-running operation that ends Failed: Ready=False with the ARM error code, Stalled.

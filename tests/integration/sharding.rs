@@ -18,22 +18,19 @@ use crate::harness::{self, Operator, wait_until};
 
 const STACKS: usize = 300;
 
+/// `citystack run` flags of a sharded replica in ring `ring` (6 s Leases, so a dead one
+/// drops out quickly).
+fn shard_flags(ring: &str, lease_ns: &str) -> Vec<String> {
+    ["--shard", "--lease-name", ring, "--lease-namespace", lease_ns, "--lease-duration", "6", "--lease-grace", "2"]
+        .map(String::from)
+        .to_vec()
+}
+
 async fn replica(ns: &str, ring: &str, index: usize) -> Operator {
-    let lease_ns = harness::lease_namespace(ns);
+    let mut flags = shard_flags(ring, &harness::lease_namespace(ns));
     let filter = if index == 2 { "client" } else { "auto" };
-    let flags = [
-        "--shard",
-        "--shard-filter",
-        filter,
-        "--lease-name",
-        ring,
-        "--lease-namespace",
-        &lease_ns,
-        "--lease-duration",
-        "6",
-        "--lease-grace",
-        "2",
-    ];
+    flags.extend(["--shard-filter".to_owned(), filter.to_owned()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     Operator::start_with_env(ns, 300, &flags, &[("POD_NAME", &format!("replica-{index}"))]).await
 }
 
@@ -154,7 +151,7 @@ async fn replicas_share_the_stacks_and_a_dead_ones_range_moves() {
 /// other's requests to that subscription too, for the whole Retry-After.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttle_one_replica_receives_pauses_the_other() {
-    use crate::azure::{Sim, azr, credential_secret, timed_requests, wait_azr_ready};
+    use crate::azure::{Sim, azr, credential_secret, requests_after_the_first_429, timed_requests, wait_azr_ready};
     use citystack::api::AzureResource;
 
     let client = harness::client().await;
@@ -163,19 +160,7 @@ async fn a_throttle_one_replica_receives_pauses_the_other() {
     let sim = Sim::start(Duration::from_millis(300)).await;
     let ring = format!("ring-{ns}");
     let lease_ns = harness::lease_namespace(&ns);
-    let mut flags: Vec<String> = [
-        "--shard",
-        "--lease-name",
-        &ring,
-        "--lease-namespace",
-        &lease_ns,
-        "--lease-duration",
-        "6",
-        "--lease-grace",
-        "2",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut flags = shard_flags(&ring, &lease_ns);
     flags.extend(sim.flags());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut replicas = Vec::new();
@@ -224,14 +209,8 @@ async fn a_throttle_one_replica_receives_pauses_the_other() {
     }
     let writers = writers_of_azure(&client, &ns).await;
     assert_eq!(writers.len(), 2, "both replicas provisioned caches: {writers:?}");
-    let log = timed_requests(&sim).await;
-    let throttled_at = log
-        .iter()
-        .find(|(_, _, _, status)| *status == 429)
-        .map(|(t, ..)| *t)
-        .unwrap_or_else(|| panic!("no 429 in {log:?}"));
     // Sharing the pause takes a Lease write and a watch event: allow a second for it.
-    let early: Vec<_> = log.iter().filter(|(t, ..)| *t > throttled_at + 1000 && *t < throttled_at + 6000).collect();
+    let early = requests_after_the_first_429(&timed_requests(&sim).await, 1000, 6000);
     assert!(early.is_empty(), "requests to the throttled subscription and principal during Retry-After: {early:?}");
     harness::delete_namespace(&client, &ns).await;
 }
