@@ -14,6 +14,7 @@ pub mod naming;
 pub mod ownership;
 pub mod permissions;
 pub mod reconciler;
+pub mod relist;
 pub mod run;
 pub mod shard;
 pub mod stack;

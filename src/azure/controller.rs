@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::leader::LeaderGate;
 use crate::naming;
 use crate::reconciler::{self, Verdict};
+use crate::relist::{self, Events};
 use crate::stack::apply::Writer;
 use crate::telemetry::{Health, Metrics};
 
@@ -86,18 +87,17 @@ pub async fn run(
     let api: Api<AzureResource> = reconciler::api(client.clone(), &settings.namespace);
     let (store, writer) = reflector::store();
     let mut synced = Some(health);
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(reconciler::strip)
-        .reflect(writer)
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone))
-                && let Some(health) = synced.take()
-            {
-                health.set_ready();
-            }
-        })
-        .applied_objects()
+    let events =
+        watcher(api, watcher::Config::default()).default_backoff().modify(reconciler::strip).reflect(writer).inspect(
+            move |event| {
+                if matches!(event, Ok(watcher::Event::InitDone))
+                    && let Some(health) = synced.take()
+                {
+                    health.set_ready();
+                }
+            },
+        );
+    let stream = relist::objects(events, store.clone(), Events::Applied)
         // Sharded: reconcile only this replica's objects, but cache every one: deleting an
         // Azure resource must see every AzureResource that uses it, whichever replica has it.
         .try_filter({

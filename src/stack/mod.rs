@@ -35,6 +35,7 @@ use crate::leader::LeaderGate;
 use crate::naming;
 use crate::ownership;
 use crate::reconciler;
+use crate::relist::{self, Events};
 use crate::telemetry::{Health, Metrics};
 use render::ChildKind;
 use resolve::{BindingState, SecretResolver};
@@ -107,15 +108,15 @@ pub async fn run(
         .default_backoff()
         .filter(crate::shard::in_scope(shard))
         .reflect(deploy_writer)
-        .inspect(sync.observer(0))
-        .touched_objects();
+        .inspect(sync.observer(0));
+    let deploy_stream = relist::objects(deploy_stream, deploy_store.clone(), Events::Touched);
     let (service_store, service_writer) = reflector::store();
     let service_stream = watcher(services, owned)
         .default_backoff()
         .filter(crate::shard::in_scope(shard))
         .reflect(service_writer)
-        .inspect(sync.observer(1))
-        .touched_objects();
+        .inspect(sync.observer(1));
+    let service_stream = relist::objects(service_stream, service_store.clone(), Events::Touched);
     // AzureResources: the stack's own (inline Azure bindings) and those it references.
     let azure_api: Api<AzureResource> = reconciler::api(client.clone(), &settings.namespace);
     let (azure_store, azure_writer) = reflector::store();
@@ -123,16 +124,16 @@ pub async fn run(
         .default_backoff()
         .modify(reconciler::strip)
         .reflect(azure_writer)
-        .inspect(sync.observer(4))
-        .touched_objects();
+        .inspect(sync.observer(4));
+    let azure_stream = relist::objects(azure_stream, azure_store.clone(), Events::Touched);
     // User Secrets: metadata only; a change wakes the stacks that bind them.
     let (secret_store, secret_writer) = reflector::store();
     let secret_stream = watcher(secrets, watcher::Config::default())
         .default_backoff()
         .modify(reconciler::strip)
         .reflect(secret_writer)
-        .inspect(sync.observer(2))
-        .touched_objects();
+        .inspect(sync.observer(2));
+    let secret_stream = relist::objects(secret_stream, secret_store.clone(), Events::Touched);
     let (stack_store, stack_writer) = reflector::store();
     let references = index::Index::default();
     let stack_stream = watcher(stacks, watcher::Config::default())
@@ -144,8 +145,8 @@ pub async fn run(
         .inspect({
             let references = references.clone();
             move |event| references.observe(event)
-        })
-        .applied_objects();
+        });
+    let stack_stream = relist::objects(stack_stream, stack_store.clone(), Events::Applied);
 
     let reporter = Reporter { controller: "citystack".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
