@@ -161,6 +161,7 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
         fleet::prepare_namespaces(client, &namespaces("bare")).await;
         let seen = watch::deployments(client, &format!("{}=bare", fleet::BENCH_LABEL));
         let started = starts(n);
+        let machine_before = process::machine_cpu();
         eprintln!("bench: bare client applies {n} stacks' children");
         fleet::bare_apply(client, n, args.per_namespace, args.concurrency, recorder(&started)).await;
         if seen.wait("bench-bare-", n * 3, deadline).await {
@@ -186,6 +187,7 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
                     "s",
                     "bare client: first apply to last stack's Deployments available",
                 );
+                machine_share(report, &run, "bare_machine_cpu_share", machine_before, seconds);
                 report.add(
                     &run,
                     "bare_p50_seconds",
@@ -231,6 +233,7 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
     let cpu_before = operator.cpu_seconds();
     let (requests_before, writes_before) = (operator.requests().await, operator.writes().await);
     let reconciles_before = operator.reconciles().await;
+    let machine_before = process::machine_cpu();
     eprintln!("bench: creating {n} SolutionStacks");
     fleet::create_stacks(client, 0..n, "op", args.per_namespace, recorder(&created)).await;
     if seen.wait("bench-op-", n, deadline).await {
@@ -248,6 +251,7 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
         if let (Some(first), Some(last)) = (first, last) {
             let seconds = secs(first, last);
             report.add(&run, "converge_seconds", seconds, "s", "operator: first stack created to last stack Ready");
+            machine_share(report, &run, "machine_cpu_share", machine_before, seconds);
             if let Some(bare) = bare_seconds.filter(|b| *b > 0.0) {
                 report.add(
                     &run,
@@ -559,4 +563,14 @@ async fn azure(client: &Client, args: &Args, report: &mut Report, dir: &std::pat
     );
     report.add(&run, "arm_429_steady", steady.throttled as f64, "responses", "429s at steady state");
     operator.stop();
+}
+
+/// Reports the share of the machine's CPU (0 to 1, all cores) used since `before` over a
+/// phase of `seconds`, measured now (right after the phase's last object became ready).
+fn machine_share(report: &mut Report, run: &str, figure: &'static str, before: (f64, usize), seconds: f64) {
+    let (busy, cores) = process::machine_cpu();
+    if seconds > 0.0 {
+        let share = (busy - before.0) / (seconds * cores as f64);
+        report.add(run, figure, share, "share", "busy CPU of the whole machine (all cores) over the phase");
+    }
 }

@@ -257,3 +257,27 @@ pub async fn apiserver_writes(client: &Client) -> f64 {
     }
     total
 }
+
+/// The whole machine's CPU time so far (seconds, all cores: user, nice, system, irq,
+/// softirq, steal from the first line of /proc/stat) and the number of cores: the control
+/// plane, the operator and the bench share the machine, so a phase that keeps every core
+/// busy is bound by CPU, not by anyone's concurrency.
+pub fn machine_cpu() -> (f64, usize) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: f64 = stat
+        .lines()
+        .next()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .enumerate()
+                // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+                .filter(|(i, _)| !matches!(i, 3 | 4) && *i < 8)
+                .filter_map(|(_, v)| v.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or(0.0);
+    let cores = stat.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")).count();
+    // USER_HZ is 100 on every Linux ABI this runs on.
+    (ticks / 100.0, cores.max(1))
+}

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod drift;
 pub mod index;
 pub mod lean;
+pub mod pace;
 pub mod quantity;
 pub mod render;
 pub mod resolve;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::join_all;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -70,7 +72,11 @@ pub struct Context {
     /// True once every cache finished its first list. A watch channel, because a store's own
     /// readiness future wakes only the last task that polled it.
     synced: tokio::sync::watch::Receiver<bool>,
+    pace: pace::StatusPace,
 }
+
+/// Progress-only status writes of one stack are at least this far apart (`pace`).
+const PROGRESS_WINDOW: Duration = Duration::from_secs(3);
 
 /// Runs the controller until `shutdown` is cancelled, then finishes in-flight reconciles.
 /// Marks `health` ready once every cache has synced.
@@ -146,7 +152,10 @@ pub async fn run(
             let references = references.clone();
             move |event| references.observe(event)
         });
-    let stack_stream = relist::objects(stack_stream, stack_store.clone(), Events::Applied);
+    // A stack's own status write does not wake it again (a no-op reconcile per write, ~4 per
+    // stack while it rolls out); its children's changes do.
+    let stack_stream = relist::objects(stack_stream, stack_store.clone(), Events::Applied)
+        .predicate_filter(reconciler::intent, Default::default());
 
     let reporter = Reporter { controller: "citystack".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
@@ -159,6 +168,7 @@ pub async fn run(
         resync: settings.resync,
         backoff: Backoff::new(Duration::from_secs(1)),
         synced,
+        pace: pace::StatusPace::new(PROGRESS_WINDOW),
     });
 
     let promotions = leader.promotions();
@@ -285,37 +295,59 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     if let (Ok(validated), false) = (&validated, stack.spec.paused) {
         let mut keep = BTreeSet::new();
         // Azure bindings first: components wait for them, so they must not wait for components.
-        for child in desired.iter().filter(|c| c.kind == ChildKind::AzureResource) {
-            keep.insert((child.kind, child.name.clone()));
-            match apply::apply_child(&ctx.writer, &ctx.azure, &namespace, &uid, child).await {
+        // Independent writes go out together: a stack's latency is its longest chain of
+        // dependencies, not the number of its children.
+        let azure: Vec<_> = desired.iter().filter(|c| c.kind == ChildKind::AzureResource).collect();
+        keep.extend(azure.iter().map(|c| (c.kind, c.name.clone())));
+        let applied =
+            join_all(azure.iter().map(|c| apply::apply_child(&ctx.writer, &ctx.azure, &namespace, &uid, c))).await;
+        for result in applied {
+            match result {
                 Ok(applied) => changes.extend(applied.change),
                 Err(error @ Error::NotLeader) => return Err(error),
                 Err(error) => failures.push(error),
             }
         }
-        for name in &validated.order {
-            let Some(component) = stack.spec.components.iter().find(|c| &c.name == name) else {
-                continue;
-            };
-            let waits = waits_for(component, &bindings, &plans, &deployments);
-            if !waits.is_empty() {
-                // Held: nothing created or changed, and nothing of it pruned.
-                for kind in [ChildKind::Deployment, ChildKind::Service] {
-                    keep.insert((kind, naming::child_name(&stack_name, name)));
+        for wave in validated.waves(&stack.spec) {
+            let mut ready = Vec::new();
+            for name in wave {
+                let Some(component) = stack.spec.components.iter().find(|c| c.name == name) else {
+                    continue;
+                };
+                let waits = waits_for(component, &bindings, &plans, &deployments);
+                if waits.is_empty() {
+                    // A child that fails to apply is not pruned either.
+                    keep.extend(desired.iter().filter(|c| c.component == name).map(|c| (c.kind, c.name.clone())));
+                    ready.push(name);
+                } else {
+                    // Held: nothing created or changed, and nothing of it pruned.
+                    for kind in [ChildKind::Deployment, ChildKind::Service] {
+                        keep.insert((kind, naming::child_name(&stack_name, &name)));
+                    }
+                    plans.insert(name, Plan::Held(waits));
                 }
-                plans.insert(name.clone(), Plan::Held(waits));
-                continue;
             }
-            let children = desired.iter().filter(|c| &c.component == name);
-            match apply_component(ctx, &namespace, &uid, children, &mut deployments, &mut services, &mut keep).await {
-                Ok(mut applied) => {
-                    changes.append(&mut applied);
-                    plans.insert(name.clone(), Plan::Applied);
+            let applied = join_all(ready.iter().map(|name| {
+                apply_component(ctx, &namespace, &uid, desired.iter().filter(move |c| &c.component == name))
+            }))
+            .await;
+            for (name, applied) in ready.into_iter().zip(applied) {
+                changes.extend(applied.changes);
+                if let Some(deployment) = applied.deployment {
+                    deployments.insert(name.clone(), deployment);
                 }
-                Err(error @ Error::NotLeader) => return Err(error),
-                Err(error) => {
-                    plans.insert(name.clone(), Plan::Failed { category: error.category(), message: error.to_string() });
-                    failures.push(error);
+                if let Some(address) = applied.service {
+                    services.insert(name.clone(), address);
+                }
+                match applied.error {
+                    None => {
+                        plans.insert(name, Plan::Applied);
+                    }
+                    Some(error @ Error::NotLeader) => return Err(error),
+                    Some(error) => {
+                        plans.insert(name, Plan::Failed { category: error.category(), message: error.to_string() });
+                        failures.push(error);
+                    }
                 }
             }
         }
@@ -349,7 +381,15 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
         services: &services,
     };
     let status = status::compute(&observation, &now);
-    write_status(ctx, stack, status).await?;
+    let deferred = match ctx.pace.admit(&uid, stack.status.as_ref(), &status, std::time::Instant::now()) {
+        Ok(()) => {
+            write_status(ctx, stack, status).await?;
+            None
+        }
+        // Looked at again when the window ends (or sooner, on a change).
+        Err(wait) => Some(wait),
+    };
+    let soon = |after: Duration| Action::requeue(deferred.map_or(after, |wait| wait.min(after)));
 
     for error in failures.iter().filter(|e| e.category().stalls()) {
         ctx.writer.metrics.reconcile_failed(CONTROLLER, error.category());
@@ -362,14 +402,14 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
         // The same request fails again: no hot retry. A change of the stack or of an owned
         // child wakes it; the resync retries in case what refused it (a policy, the other
         // owner's object) went away.
-        return Ok(Action::requeue(ctx.resync));
+        return Ok(soon(ctx.resync));
     }
     if let Err(error) = validated {
         ctx.writer.metrics.reconcile_failed(CONTROLLER, error.category());
         // An invalid spec cannot heal by retrying: wait for the next change.
-        return Ok(Action::await_change());
+        return Ok(deferred.map_or_else(Action::await_change, Action::requeue));
     }
-    Ok(Action::requeue(ctx.resync))
+    Ok(soon(ctx.resync))
 }
 
 /// Why `component` must wait: each dependency (or used binding) that is not Ready, with the
@@ -407,34 +447,56 @@ fn waits_for(
     waits
 }
 
+/// What applying one component's children did: the writes made, what its Deployment and
+/// Service look like now (`None` when not applied), and its first error.
+struct ComponentApplied {
+    changes: Vec<apply::Change>,
+    deployment: Option<Deployment>,
+    service: Option<String>,
+    error: Option<Error>,
+}
+
+/// Applies a component's Deployment and Service together; both are tried even if one fails.
 async fn apply_component<'a>(
     ctx: &Context,
     namespace: &str,
     uid: &str,
     children: impl Iterator<Item = &'a render::DesiredChild>,
-    deployments: &mut BTreeMap<String, Deployment>,
-    services: &mut BTreeMap<String, String>,
-    keep: &mut BTreeSet<(ChildKind, String)>,
-) -> Result<Vec<apply::Change>> {
-    let mut changes = Vec::new();
-    for child in children {
-        keep.insert((child.kind, child.name.clone()));
-        match child.kind {
-            ChildKind::Deployment => {
-                let applied = apply::apply_child(&ctx.writer, &ctx.deployments, namespace, uid, child).await?;
-                deployments.insert(child.component.clone(), applied.object);
-                changes.extend(applied.change);
+) -> ComponentApplied {
+    let (deployment, service): (Vec<_>, Vec<_>) = children.partition(|c| c.kind == ChildKind::Deployment);
+    let deployments =
+        join_all(deployment.iter().map(|c| apply::apply_child(&ctx.writer, &ctx.deployments, namespace, uid, c)));
+    let services = join_all(
+        service
+            .iter()
+            .filter(|c| c.kind == ChildKind::Service)
+            .map(|c| async move { (c, apply::apply_child(&ctx.writer, &ctx.services, namespace, uid, c).await) }),
+    );
+    let (deployments, services) = futures::future::join(deployments, services).await;
+    let mut applied = ComponentApplied { changes: Vec::new(), deployment: None, service: None, error: None };
+    for result in deployments {
+        match result {
+            Ok(done) => {
+                applied.changes.extend(done.change);
+                applied.deployment = Some(done.object);
             }
-            ChildKind::Service => {
-                let applied = apply::apply_child(&ctx.writer, &ctx.services, namespace, uid, child).await?;
-                services.insert(child.component.clone(), format!("{}.{namespace}.svc", child.name));
-                changes.extend(applied.change);
+            Err(error) => {
+                applied.error.get_or_insert(error);
             }
-            // Applied before the components, in the reconcile.
-            ChildKind::AzureResource => {}
         }
     }
-    Ok(changes)
+    for (child, result) in services {
+        match result {
+            Ok(done) => {
+                applied.changes.extend(done.change);
+                applied.service = Some(format!("{}.{namespace}.svc", child.name));
+            }
+            Err(error) => {
+                applied.error.get_or_insert(error);
+            }
+        }
+    }
+    applied
 }
 
 async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStackStatus) -> Result<()> {

@@ -18,6 +18,28 @@ pub struct Validated {
     pub order: Vec<String>,
 }
 
+impl Validated {
+    /// The components in waves: each depends only on components of earlier waves, so a wave's
+    /// components can be applied at once. Within a wave, `order`'s order.
+    pub fn waves(&self, spec: &SolutionStackSpec) -> Vec<Vec<String>> {
+        let mut wave_of: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut waves: Vec<Vec<String>> = Vec::new();
+        for name in &self.order {
+            let deps = spec.components.iter().find(|c| &c.name == name).map(|c| c.depends_on.as_slice()).unwrap_or(&[]);
+            // `order` puts dependencies first, so each one already has its wave.
+            let wave = deps.iter().filter_map(|d| wave_of.get(d.as_str())).map(|w| w + 1).max().unwrap_or(0);
+            wave_of.insert(name, wave);
+            if waves.len() <= wave {
+                waves.resize_with(wave + 1, Vec::new);
+            }
+            if let Some(members) = waves.get_mut(wave) {
+                members.push(name.clone());
+            }
+        }
+        waves
+    }
+}
+
 /// Checks the spec for repeated environment names, then for dependency cycles among
 /// components (bindings have no dependencies, so they cannot be part of one), and orders the
 /// components.
@@ -178,6 +200,14 @@ mod tests {
             bindings: vec![],
             azure: None,
         }
+    }
+
+    #[test]
+    fn independent_components_share_a_wave() {
+        let spec = spec(&[("a", &["b", "c"]), ("b", &["c"]), ("c", &[]), ("d", &[]), ("e", &["c"])]);
+        let validated = validate(&spec).map_err(|e| e.to_string());
+        let waves = validated.map(|v| v.waves(&spec)).unwrap_or_default();
+        assert_eq!(waves, [vec!["c", "d"], vec!["b", "e"], vec!["a"]]);
     }
 
     #[test]
