@@ -281,3 +281,17 @@ pub fn machine_cpu() -> (f64, usize) {
     // USER_HZ is 100 on every Linux ABI this runs on.
     (ticks / 100.0, cores.max(1))
 }
+
+/// Waits until the API server has served no write to the operator's resources for `calm`
+/// (checked every second), or `deadline` has passed.
+pub async fn settle(client: &Client, calm: Duration, deadline: Duration) {
+    let until = Instant::now() + deadline;
+    let (mut last, mut since) = (apiserver_writes(client).await, Instant::now());
+    while since.elapsed() < calm && Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = apiserver_writes(client).await;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+}
