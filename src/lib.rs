@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod binding;
 pub mod cluster;
 pub mod error;
+pub mod events;
 pub mod leader;
 pub mod naming;
 pub mod ownership;

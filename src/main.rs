@@ -11,6 +11,15 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's `stats.allocated` and `stats.resident`, refreshed (an `epoch` advance) at each read.
+fn heap() -> Option<citystack::telemetry::Heap> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    let allocated = u64::try_from(stats::allocated::read().ok()?).ok()?;
+    let resident = u64::try_from(stats::resident::read().ok()?).ok()?;
+    Some(citystack::telemetry::Heap { allocated, resident })
+}
+
 #[derive(Parser)]
 #[command(name = "citystack", version, about = "Kubernetes operator for smart-city solution stacks")]
 struct Cli {
@@ -40,7 +49,10 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => citystack::run::run(*args).await.map_err(|e| e.to_string()),
+        Command::Run(args) => {
+            citystack::telemetry::set_heap_probe(heap);
+            citystack::run::run(*args).await.map_err(|e| e.to_string())
+        }
         Command::Crds { out_dir: None } => {
             citystack::api::crds_yaml().map(|y| print!("{y}")).map_err(|e| e.to_string())
         }

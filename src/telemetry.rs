@@ -108,6 +108,30 @@ pub struct Metrics {
     in_flight: Family<ControllerLabels, Gauge>,
     arm_requests: Family<ArmLabels, Counter>,
     arm_headroom: Family<HeadroomLabels, Gauge>,
+    heap_allocated: Gauge,
+    heap_resident: Gauge,
+}
+
+/// The allocator's own figures, bytes: what the program holds (`allocated`) and the
+/// physical memory the allocator keeps for it (`resident`, including freed pages not yet
+/// returned). RSS minus `resident` is code, stacks and memory outside the allocator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heap {
+    /// Bytes in live allocations.
+    pub allocated: u64,
+    /// Bytes of physical memory in the allocator's pages.
+    pub resident: u64,
+}
+
+/// Reads the allocator's figures; `None` when it cannot.
+pub type HeapProbe = fn() -> Option<Heap>;
+
+static HEAP_PROBE: std::sync::OnceLock<HeapProbe> = std::sync::OnceLock::new();
+
+/// Installs the probe behind `citystack_heap_*_bytes` (the binary does, for the allocator it
+/// links). Only the first call counts; without one the gauges stay 0.
+pub fn set_heap_probe(probe: HeapProbe) {
+    let _ = HEAP_PROBE.set(probe);
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,6 +203,13 @@ impl Metrics {
             "Desired children by kind and outcome (applied: server-side apply sent; skipped: already converged)",
             applies.clone(),
         );
+        let (heap_allocated, heap_resident) = (Gauge::default(), Gauge::default());
+        registry.register("heap_allocated_bytes", "Bytes in live heap allocations", heap_allocated.clone());
+        registry.register(
+            "heap_resident_bytes",
+            "Bytes of physical memory in the allocator's pages (live data, fragmentation, freed pages not yet returned)",
+            heap_resident.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             reconciles,
@@ -190,6 +221,8 @@ impl Metrics {
             in_flight,
             arm_requests,
             arm_headroom,
+            heap_allocated,
+            heap_resident,
         }
     }
 
@@ -233,6 +266,10 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        if let Some(heap) = HEAP_PROBE.get().and_then(|probe| probe()) {
+            self.heap_allocated.set(i64::try_from(heap.allocated).unwrap_or(i64::MAX));
+            self.heap_resident.set(i64::try_from(heap.resident).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

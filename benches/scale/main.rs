@@ -228,6 +228,7 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
         "MB",
         "operator RSS, caches synced, before any stack (largest replica)",
     );
+    let heap_empty = operator.metric("citystack_heap_allocated_bytes", &[]).await / 1e6;
     let seen = watch::stacks(client);
     let created = starts(n);
     let cpu_before = operator.cpu_seconds();
@@ -313,6 +314,24 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
         "RSS the fleet adds per 1,000 stacks it holds (converged minus empty, per replica's share; target <= 20)",
     );
     report.add(&run, "rss_peak_mb", operator.peak_rss_mb(), "MB", "operator peak RSS so far");
+    // Where the RSS goes: live data (allocated) against what the allocator keeps (resident).
+    let heap = operator.metric("citystack_heap_allocated_bytes", &[]).await / 1e6;
+    let resident = operator.metric("citystack_heap_resident_bytes", &[]).await / 1e6;
+    report.add(&run, "heap_allocated_converged_mb", heap, "MB", "live heap data, converged (all replicas)");
+    report.add(
+        &run,
+        "heap_allocated_per_1000_stacks_mb",
+        (heap - heap_empty) * 1000.0 / n.max(1) as f64,
+        "MB",
+        "live heap data the fleet adds per 1,000 stacks (all replicas)",
+    );
+    report.add(
+        &run,
+        "heap_resident_converged_mb",
+        resident,
+        "MB",
+        "allocator's resident pages, converged (all replicas)",
+    );
 
     // Quiet window: nothing changes, so nothing should be written and little CPU used. The
     // control plane first finishes its own writes (the controller manager's late Events and
