@@ -11,7 +11,7 @@ use kube::runtime::watcher;
 
 use crate::api::SolutionStack;
 use crate::naming;
-use crate::stack::resolve;
+use crate::stack::{CachedStack, resolve};
 
 /// `(namespace, name)` of a Secret or an AzureResource.
 type Key = (String, String);
@@ -51,15 +51,16 @@ struct Maps {
     stacks: HashMap<Key, Refers>,
 }
 
-fn key(stack: &SolutionStack) -> Key {
+fn key(stack: &CachedStack) -> Key {
     (stack.namespace().unwrap_or_default(), stack.name_any())
 }
 
 impl Maps {
-    fn insert(&mut self, stack: &SolutionStack) {
+    fn insert(&mut self, stack: &CachedStack) {
         let (namespace, name) = key(stack);
         self.remove(&namespace, &name);
-        let refers = refers(stack);
+        // A cached stack that does not parse back (a bug) refers to nothing.
+        let refers = stack.object().map(|s| refers(&s)).unwrap_or_default();
         for secret in &refers.secrets {
             self.secrets.entry((namespace.clone(), secret.clone())).or_default().insert(name.clone());
         }
@@ -97,7 +98,7 @@ pub struct Index {
 
 impl Index {
     /// Updates the index from one event of the stack watch (the `inspect` callback).
-    pub fn observe(&self, event: &Result<watcher::Event<SolutionStack>, watcher::Error>) {
+    pub fn observe(&self, event: &Result<watcher::Event<CachedStack>, watcher::Error>) {
         let Ok(event) = event else { return };
         match event {
             watcher::Event::Apply(stack) => {
@@ -131,16 +132,16 @@ impl Index {
     }
 
     /// The stacks in `namespace` that bind the Secret `name`.
-    pub fn binding_secret(&self, namespace: &str, name: &str) -> Vec<ObjectRef<SolutionStack>> {
+    pub fn binding_secret(&self, namespace: &str, name: &str) -> Vec<ObjectRef<CachedStack>> {
         self.lookup(|m| &m.secrets, namespace, name)
     }
 
     /// The stacks in `namespace` that own or reference the AzureResource `name`.
-    pub fn using_azure(&self, namespace: &str, name: &str) -> Vec<ObjectRef<SolutionStack>> {
+    pub fn using_azure(&self, namespace: &str, name: &str) -> Vec<ObjectRef<CachedStack>> {
         self.lookup(|m| &m.azure, namespace, name)
     }
 
-    fn lookup(&self, map: impl Fn(&Maps) -> &Referrers, namespace: &str, name: &str) -> Vec<ObjectRef<SolutionStack>> {
+    fn lookup(&self, map: impl Fn(&Maps) -> &Referrers, namespace: &str, name: &str) -> Vec<ObjectRef<CachedStack>> {
         let Ok(live) = self.live.lock() else { return Vec::new() };
         let stacks = map(&live).get(&(namespace.to_owned(), name.to_owned())).cloned().unwrap_or_default();
         stacks.into_iter().map(|stack| ObjectRef::new(&stack).within(namespace)).collect()
@@ -156,7 +157,7 @@ impl Index {
 mod tests {
     use super::*;
 
-    fn stack(namespace: &str, name: &str, bindings: serde_json::Value) -> SolutionStack {
+    fn stack(namespace: &str, name: &str, bindings: serde_json::Value) -> CachedStack {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "citystack.io/v1alpha1", "kind": "SolutionStack",
             "metadata": {"name": name, "namespace": namespace},
@@ -165,7 +166,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn names(refs: Vec<ObjectRef<SolutionStack>>) -> Vec<String> {
+    fn names(refs: Vec<ObjectRef<CachedStack>>) -> Vec<String> {
         refs.into_iter().map(|r| r.name).collect()
     }
 
@@ -180,7 +181,7 @@ mod tests {
                 {"name": "vault", "azureResourceRef": {"name": "shared-vault"}},
             ]),
         );
-        let refers = refers(&s);
+        let refers = refers(&s.object().unwrap_or_else(|| panic!("cached stack parses back")));
         assert_eq!(
             refers.secrets.iter().map(String::as_str).collect::<Vec<_>>(),
             ["db-credentials", "portal-cache-binding", "shared-vault-binding"]

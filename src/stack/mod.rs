@@ -69,12 +69,16 @@ pub struct Context {
     secrets: SecretResolver,
     recorder: Recorder,
     resync: Duration,
-    backoff: Backoff<ObjectRef<SolutionStack>>,
+    backoff: Backoff<ObjectRef<CachedStack>>,
     /// True once every cache finished its first list. A watch channel, because a store's own
     /// readiness future wakes only the last task that polled it.
     synced: tokio::sync::watch::Receiver<bool>,
     pace: pace::StatusPace,
 }
+
+/// A SolutionStack as the controller caches it (`lean::Lean`: metadata typed, the rest as
+/// compact JSON text); reconciles parse it.
+pub type CachedStack = lean::Lean<SolutionStack>;
 
 /// Progress-only status writes of one stack are at least this far apart (`pace`).
 const PROGRESS_WINDOW: Duration = Duration::from_secs(3);
@@ -100,7 +104,7 @@ pub async fn run(
         Some(scope) if scope.server_side => crate::shard::stack_client(&client, &scope.range),
         _ => client.clone(),
     };
-    let stacks: Api<SolutionStack> = reconciler::api(stack_client, &settings.namespace);
+    let stacks: Api<CachedStack> = reconciler::api(stack_client, &settings.namespace);
 
     // Owned children: label-selected, kept lean (stripped while parsed, `lean::Lean`) in stores
     // for diffing.
@@ -143,10 +147,10 @@ pub async fn run(
     let secret_stream = relist::objects(secret_stream, secret_store.clone(), Events::Touched);
     let (stack_store, stack_writer) = reflector::store();
     let references = index::Index::default();
+    // Stacks are cached lean too (parsing strips them); each reconcile parses its stack.
     let stack_stream = watcher(stacks, watcher::Config::default())
         .default_backoff()
         .filter(crate::shard::in_scope(shard))
-        .modify(reconciler::strip)
         .reflect(stack_writer)
         .inspect(sync.observer(3))
         .inspect({
@@ -240,9 +244,12 @@ impl SyncTracker {
     }
 }
 
-async fn reconcile(stack: Arc<SolutionStack>, ctx: Arc<Context>) -> Result<Action> {
-    reconciler::reconcile(CONTROLLER, stack.as_ref(), &ctx.writer.metrics, &ctx.backoff, reconcile_inner(&stack, &ctx))
-        .await
+async fn reconcile(cached: Arc<CachedStack>, ctx: Arc<Context>) -> Result<Action> {
+    let work = async {
+        let stack = cached.parse().map_err(|e| Error::encoding("cached SolutionStack", e))?;
+        reconcile_inner(&stack, &ctx).await
+    };
+    reconciler::reconcile(CONTROLLER, cached.as_ref(), &ctx.writer.metrics, &ctx.backoff, work).await
 }
 
 async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action> {
@@ -506,7 +513,13 @@ async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStac
 }
 
 /// Publishes an Event on the stack. Failing to publish is logged, not fatal.
-async fn publish(ctx: &Context, stack: &SolutionStack, type_: EventType, reason: &str, note: String) {
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    stack: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
@@ -517,9 +530,9 @@ async fn publish(ctx: &Context, stack: &SolutionStack, type_: EventType, reason:
     reconciler::publish(&ctx.recorder, stack, event).await;
 }
 
-fn error_policy(stack: Arc<SolutionStack>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(stack: Arc<CachedStack>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = reconciler::retry_delay(CONTROLLER, stack.as_ref(), error, &ctx.writer.metrics, &ctx.backoff);
     let (ctx2, stack2, reason, note) = (ctx.clone(), stack.clone(), error.category().as_str(), error.to_string());
-    tokio::spawn(async move { publish(&ctx2, &stack2, EventType::Warning, reason, note).await });
+    tokio::spawn(async move { publish(&ctx2, stack2.as_ref(), EventType::Warning, reason, note).await });
     Action::requeue(delay)
 }
