@@ -154,7 +154,7 @@ impl Error {
             Error::Kube { .. } | Error::NotLeader => Category::KubeApi,
             Error::Serialization { .. } => Category::Serialization,
             Error::Arm { source, .. } => match source {
-                ArmError::Throttled { .. } => Category::AzureThrottled,
+                ArmError::Throttled { .. } | ArmError::Budget { .. } => Category::AzureThrottled,
                 ArmError::Auth(_) => Category::AzureAuth,
                 e if e.is_permanent() => Category::AzureRejected,
                 _ => Category::AzureApi,
@@ -169,7 +169,9 @@ impl Error {
     /// The least time to wait before retrying, when the error says (ARM's `Retry-After`).
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            Error::Arm { source: ArmError::Throttled { retry_after }, .. } => Some(*retry_after),
+            Error::Arm { source: ArmError::Throttled { retry_after } | ArmError::Budget { retry_after }, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -249,6 +251,17 @@ pub fn bounded(message: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_budget_and_arms_throttle_read_apart_and_both_name_their_wait() {
+        let budget = Error::arm("PUT x", ArmError::Budget { retry_after: std::time::Duration::from_millis(400) });
+        assert_eq!(budget.category(), Category::AzureThrottled);
+        assert_eq!(budget.retry_after(), Some(std::time::Duration::from_millis(400)));
+        assert!(budget.to_string().contains("budget") && budget.to_string().contains("retrying in 0.4s"), "{budget}");
+        let arm = Error::arm("PUT x", ArmError::Throttled { retry_after: std::time::Duration::from_secs(7) });
+        assert_eq!(arm.category(), Category::AzureThrottled);
+        assert!(arm.to_string().contains("Azure throttled") && !arm.to_string().contains("budget"), "{arm}");
+    }
 
     #[test]
     fn api_refusals_read_as_the_servers_message_and_stall() {

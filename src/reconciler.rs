@@ -21,11 +21,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::api::{AzureResource, AzureResourceStatus, ConditionSpec, SolutionStack, SolutionStackStatus};
 use crate::backoff::Backoff;
-use crate::error::{Error, Result, bounded};
+use crate::error::{Category, Error, Result, bounded};
 use crate::events::Recorder;
 use crate::leader::{LeaderGate, NOT_LEADER_RETRY};
 use crate::naming::FIELD_MANAGER;
@@ -144,7 +144,14 @@ where
         Some(after) => after + Duration::from_millis(rand::Rng::random_range(&mut rand::rng(), 0..=1000)),
         None => backoff.failed(ObjectRef::from_obj(object)),
     };
-    warn!(controller, object.namespace = object.namespace().unwrap_or_default(), object.name = object.name_any(), %category, %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
+    let (namespace, name, retry_in_seconds) =
+        (object.namespace().unwrap_or_default(), object.name_any(), delay.as_secs_f64());
+    if category == Category::AzureThrottled {
+        // Expected under load (our budget or ARM's pacing), and retried at the named time.
+        info!(controller, object.namespace = namespace, object.name = name, %category, %error, retry_in_seconds, "reconcile throttled");
+    } else {
+        warn!(controller, object.namespace = namespace, object.name = name, %category, %error, retry_in_seconds, "reconcile failed");
+    }
     delay
 }
 

@@ -305,9 +305,7 @@ impl Arm {
         let mut waited = Duration::ZERO;
         while let Err(wait) = self.throttling.check(&key, &method) {
             if waited + wait > MAX_BUDGET_WAIT {
-                return Err(ArmError::Throttled {
-                    retry_after: wait.clamp(Duration::from_millis(100), MAX_RETRY_AFTER),
-                });
+                return Err(ArmError::Budget { retry_after: wait.clamp(Duration::from_millis(100), MAX_RETRY_AFTER) });
             }
             tokio::time::sleep(wait).await;
             waited += wait;
@@ -337,6 +335,8 @@ impl Arm {
         let status = match &result {
             Ok(r) => r.status.to_string(),
             Err(ArmError::Throttled { .. }) => "429".into(),
+            // Not a response (the budget answers before sending); listed for completeness.
+            Err(ArmError::Budget { .. }) => "budget".into(),
             Err(ArmError::Auth(_)) => "auth".into(),
             Err(ArmError::Transport(_) | ArmError::UntrustedUrl { .. }) => "transport".into(),
             Err(

@@ -33,11 +33,19 @@ const MAX_MESSAGE: usize = 300;
 /// An ARM failure, with what the operator does about it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ArmError {
-    /// 429/503, or the operator's own budget for the subscription and principal is spent:
+    /// 429/503, now or earlier for this subscription and principal (a pause still running):
     /// requeue after the wait (bounded by [`MAX_RETRY_AFTER`]).
     #[error("Azure throttled the request; retrying in {}s", retry_after.as_secs())]
     Throttled {
         /// How long to wait.
+        retry_after: Duration,
+    },
+    /// The operator's own request budget for the subscription and principal
+    /// (`--azure-budget-percent` of ARM's token buckets) has no token for a while: requeue
+    /// after the wait. Nothing was sent to ARM.
+    #[error("the ARM request budget of this subscription and principal is spent for now; retrying in {:.1}s", retry_after.as_secs_f64())]
+    Budget {
+        /// When the next token is due.
         retry_after: Duration,
     },
     /// 401/403 or a credential that cannot get a token. The message is ours or ARM's error
