@@ -389,14 +389,17 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
         services: &services,
     };
     let status = status::compute(&observation, &now);
-    let deferred = match ctx.pace.admit(&uid, stack.status.as_ref(), &status, std::time::Instant::now()) {
-        Ok(()) => {
-            write_status(ctx, stack, status).await?;
-            None
-        }
-        // Looked at again when the window ends (or sooner, on a change).
-        Err(wait) => Some(wait),
+    // Progress waits for its window unless this reconcile is about to fail and retry on its
+    // own backoff (which could hold the status back for longer).
+    let now_instant = std::time::Instant::now();
+    let deferred = match first_transient {
+        None => ctx.pace.wait(&uid, stack.status.as_ref(), &status, now_instant),
+        Some(_) => None,
     };
+    if deferred.is_none() && stack.status.as_ref() != Some(&status) {
+        write_status(ctx, stack, status).await?;
+        ctx.pace.written(&uid, now_instant);
+    }
     let soon = |after: Duration| Action::requeue(deferred.map_or(after, |wait| wait.min(after)));
 
     for error in failures.iter().filter(|e| e.category().stalls()) {
@@ -488,9 +491,7 @@ async fn apply_component<'a>(
                 applied.changes.extend(done.change);
                 applied.deployment = Some(done.object);
             }
-            Err(error) => {
-                applied.error.get_or_insert(error);
-            }
+            Err(error) => record(&mut applied.error, error),
         }
     }
     for (child, result) in services {
@@ -499,12 +500,18 @@ async fn apply_component<'a>(
                 applied.changes.extend(done.change);
                 applied.service = Some(format!("{}.{namespace}.svc", child.name));
             }
-            Err(error) => {
-                applied.error.get_or_insert(error);
-            }
+            Err(error) => record(&mut applied.error, error),
         }
     }
     applied
+}
+
+/// Keeps the first error of a component, except that a lost leadership wins: the reconcile
+/// must stop, not carry on failing each write.
+fn record(slot: &mut Option<Error>, error: Error) {
+    if slot.is_none() || matches!(error, Error::NotLeader) {
+        *slot = Some(error);
+    }
 }
 
 async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStackStatus) -> Result<()> {

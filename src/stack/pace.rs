@@ -30,109 +30,145 @@ impl StatusPace {
         Self { window, last: Mutex::new(HashMap::new()) }
     }
 
-    /// Whether `next` may be written now over `previous` for the stack with `uid`
-    /// (`Ok`, recorded as its last write) or must wait (`Err` with the time left).
-    /// An unchanged status is always `Ok` (nothing is written) and not recorded.
-    pub fn admit(
+    /// How long `next` must wait before it is written over `previous` for the stack with
+    /// `uid`: `None` to write now (an unchanged status, a first status, anything that is not
+    /// [`progress_only`], or a window that has passed), else the time left of the window.
+    pub fn wait(
         &self,
         uid: &str,
         previous: Option<&SolutionStackStatus>,
         next: &SolutionStackStatus,
         now: Instant,
-    ) -> Result<(), Duration> {
-        if previous == Some(next) {
-            return Ok(());
+    ) -> Option<Duration> {
+        if !previous.is_some_and(|p| p != next && progress_only(p, next)) {
+            return None;
         }
-        let Ok(mut last) = self.last.lock() else { return Ok(()) };
-        if let (Some(previous), Some(at)) = (previous, last.get(uid))
-            && progress_only(previous, next)
-        {
-            let due = *at + self.window;
-            if due > now {
-                return Err(due - now);
-            }
-        }
+        let last = self.last.lock().ok()?;
+        let due = *last.get(uid)? + self.window;
+        (due > now).then(|| due - now)
+    }
+
+    /// Records that a status of the stack with `uid` was written at `now`.
+    pub fn written(&self, uid: &str, now: Instant) {
+        let Ok(mut last) = self.last.lock() else { return };
         if last.len() >= TRIM_AT {
             let window = self.window;
             last.retain(|_, at| now.saturating_duration_since(*at) < window);
         }
         last.insert(uid.to_owned(), now);
-        Ok(())
     }
 }
 
-/// `next` differs from `previous` only in progress: the same observed generation and the same
-/// conditions by type, status and reason (messages, counters and component details aside).
+/// `next` differs from `previous` only in progress: the same observed generation, the same
+/// conditions by type, status and reason, the same ready count, component states and
+/// binding readiness; only replica counters and messages moved. Readiness of any part is
+/// never progress.
 pub fn progress_only(previous: &SolutionStackStatus, next: &SolutionStackStatus) -> bool {
-    let key = |s: &SolutionStackStatus| {
+    let conditions = |s: &SolutionStackStatus| {
         s.conditions.iter().map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone())).collect::<Vec<_>>()
     };
-    previous.observed_generation == next.observed_generation && key(previous) == key(next)
+    let components =
+        |s: &SolutionStackStatus| s.components.iter().map(|c| (c.name.clone(), c.state)).collect::<Vec<_>>();
+    let bindings = |s: &SolutionStackStatus| {
+        s.bindings.iter().map(|b| (b.name.clone(), b.ready, b.reason.clone())).collect::<Vec<_>>()
+    };
+    previous.observed_generation == next.observed_generation
+        && previous.ready == next.ready
+        && conditions(previous) == conditions(next)
+        && components(previous) == components(next)
+        && bindings(previous) == bindings(next)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{BindingStatus, ComponentState, ComponentStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-    fn status(ready: &str, reason: &str, counter: &str) -> SolutionStackStatus {
+    /// A stack of one component `web` rolling out: `replicas` pods, `state`, Ready `ready`.
+    fn status(ready: &str, reason: &str, state: ComponentState, replicas: i32) -> SolutionStackStatus {
         SolutionStackStatus {
             observed_generation: Some(1),
             conditions: vec![Condition {
                 type_: "Ready".into(),
                 status: ready.into(),
                 reason: reason.into(),
-                message: format!("{counter} components ready"),
+                message: format!("{replicas} pods"),
                 last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
                 observed_generation: Some(1),
             }],
-            ready: Some(counter.into()),
+            ready: Some(if state == ComponentState::Ready { "1/1" } else { "0/1" }.into()),
+            components: vec![ComponentStatus { name: "web".into(), state, replicas, ..Default::default() }],
             ..Default::default()
         }
     }
 
     #[test]
-    fn progress_waits_for_the_window_and_transitions_do_not() {
+    fn counters_wait_for_the_window_and_readiness_does_not() {
         let pace = StatusPace::new(Duration::from_secs(2));
         let t0 = Instant::now();
-        let zero = status("False", "RollingOut", "0/3");
-        let one = status("False", "RollingOut", "1/3");
-        let two = status("False", "RollingOut", "2/3");
-        let ready = status("True", "Available", "3/3");
-        // The first status of a stack (none written before): at once.
-        assert_eq!(pace.admit("u", None, &zero, t0), Ok(()));
-        // Progress 1 s later waits the second left of the window.
-        assert_eq!(pace.admit("u", Some(&zero), &one, t0 + Duration::from_secs(1)), Err(Duration::from_secs(1)));
+        let zero = status("False", "RollingOut", ComponentState::Progressing, 0);
+        let one = status("False", "RollingOut", ComponentState::Progressing, 1);
+        let two = status("False", "RollingOut", ComponentState::Progressing, 2);
+        let ready = status("True", "Available", ComponentState::Ready, 2);
+        // The first status of a stack: at once.
+        assert_eq!(pace.wait("u", None, &zero, t0), None);
+        pace.written("u", t0);
+        // A counter 1 s later waits the second left of the window.
+        assert_eq!(pace.wait("u", Some(&zero), &one, t0 + Duration::from_secs(1)), Some(Duration::from_secs(1)));
         // Readiness is written at once, window or not.
-        assert_eq!(pace.admit("u", Some(&zero), &ready, t0 + Duration::from_secs(1)), Ok(()));
-        // Progress after the window: written.
-        let t3 = t0 + Duration::from_secs(3) + Duration::from_millis(500);
-        assert_eq!(pace.admit("u", Some(&one), &two, t3), Ok(()));
-        // An unchanged status is no write and does not restart the window.
-        assert_eq!(pace.admit("u", Some(&two), &two, t3 + Duration::from_secs(1)), Ok(()));
-        // Another stack has a window of its own.
-        assert_eq!(pace.admit("v", Some(&zero), &one, t3), Ok(()));
+        assert_eq!(pace.wait("u", Some(&zero), &ready, t0 + Duration::from_secs(1)), None);
+        // After the window: written.
+        assert_eq!(pace.wait("u", Some(&one), &two, t0 + Duration::from_secs(2)), None);
+        // An unchanged status is no write.
+        assert_eq!(pace.wait("u", Some(&two), &two, t0 + Duration::from_millis(500)), None);
+        // Another stack has a window of its own; nothing written for it yet.
+        assert_eq!(pace.wait("v", Some(&zero), &one, t0), None);
     }
 
     #[test]
-    fn a_new_generation_is_not_progress() {
-        let previous = status("False", "RollingOut", "1/3");
-        let mut next = previous.clone();
-        next.observed_generation = Some(2);
-        assert!(!progress_only(&previous, &next));
-        assert!(progress_only(&previous, &status("False", "RollingOut", "2/3")));
-        assert!(!progress_only(&previous, &status("False", "WaitingForDependency", "1/3")));
+    fn a_failed_write_holds_nothing_back() {
+        let pace = StatusPace::new(Duration::from_secs(2));
+        let t0 = Instant::now();
+        let (zero, one) = (
+            status("False", "RollingOut", ComponentState::Progressing, 0),
+            status("False", "RollingOut", ComponentState::Progressing, 1),
+        );
+        // Only `written` starts a window: a status that was admitted but never written does not.
+        assert_eq!(pace.wait("u", Some(&zero), &one, t0), None);
+        assert_eq!(pace.wait("u", Some(&zero), &one, t0 + Duration::from_millis(10)), None);
+    }
+
+    #[test]
+    fn readiness_of_any_part_is_not_progress() {
+        let previous = status("False", "RollingOut", ComponentState::Progressing, 1);
+        assert!(progress_only(&previous, &status("False", "RollingOut", ComponentState::Progressing, 3)));
+        // A component turning Ready while the stack as a whole still rolls out.
+        let mut component_ready = previous.clone();
+        component_ready.components[0].state = ComponentState::Ready;
+        assert!(!progress_only(&previous, &component_ready));
+        let mut count = previous.clone();
+        count.ready = Some("1/1".into());
+        assert!(!progress_only(&previous, &count));
+        let binding = |ready| BindingStatus { name: "db".into(), ready, ..Default::default() };
+        let (mut unbound, mut bound) = (previous.clone(), previous.clone());
+        unbound.bindings = vec![binding(false)];
+        bound.bindings = vec![binding(true)];
+        assert!(!progress_only(&unbound, &bound));
+        let mut generation = previous.clone();
+        generation.observed_generation = Some(2);
+        assert!(!progress_only(&previous, &generation));
+        assert!(!progress_only(&previous, &status("False", "WaitingForDependency", ComponentState::Progressing, 1)));
     }
 
     #[test]
     fn old_entries_are_dropped_once_many() {
         let pace = StatusPace::new(Duration::from_secs(1));
         let t0 = Instant::now();
-        let (a, b) = (status("False", "RollingOut", "0/3"), status("False", "RollingOut", "1/3"));
         for i in 0..TRIM_AT {
-            assert_eq!(pace.admit(&i.to_string(), None, &a, t0), Ok(()));
+            pace.written(&i.to_string(), t0);
         }
-        assert_eq!(pace.admit("late", Some(&a), &b, t0 + Duration::from_secs(2)), Ok(()));
+        pace.written("late", t0 + Duration::from_secs(2));
         assert_eq!(pace.last.lock().map(|l| l.len()).unwrap_or_default(), 1);
     }
 }
