@@ -159,6 +159,8 @@ where
 /// the recorded one, then publishes one Event if the Ready reason changed (Normal for Ready and
 /// for `normal_reasons`, Warning otherwise).
 ///
+/// Returns whether a write was sent (false: the recorded status is already `status`).
+///
 /// Errors: `NotLeader`; the status patch fails.
 pub async fn write_status<K: WithStatus>(
     writer: &Writer,
@@ -166,9 +168,9 @@ pub async fn write_status<K: WithStatus>(
     object: &K,
     status: &K::Status,
     normal_reasons: &[&str],
-) -> Result<()> {
+) -> Result<bool> {
     if object.status() == Some(status) {
-        return Ok(());
+        return Ok(false);
     }
     writer.may_write()?;
     let api: Api<K> = Api::namespaced(writer.client.clone(), &object.namespace().unwrap_or_default());
@@ -197,7 +199,7 @@ pub async fn write_status<K: WithStatus>(
     if let Some(event) = ready_change_event(previous, K::conditions(status), normal_reasons) {
         publish(recorder, object, event).await;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Publishes an Event about `object`; a failure is logged, not fatal.

@@ -261,6 +261,7 @@ fn jittered(resync: Duration) -> Duration {
 async fn write_status(object: &AzureResource, ctx: &Context, status: AzureResourceStatus) -> Result<()> {
     reconciler::write_status(&ctx.writer, &ctx.recorder, object, &status, &[status::PROVISIONING, status::DELETING])
         .await
+        .map(drop)
 }
 
 async fn publish(object: &AzureResource, ctx: &Context, event: Event) {

@@ -396,8 +396,7 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
         None => ctx.pace.wait(&uid, stack.status.as_ref(), &status, now_instant),
         Some(_) => None,
     };
-    if deferred.is_none() && stack.status.as_ref() != Some(&status) {
-        write_status(ctx, stack, status).await?;
+    if deferred.is_none() && write_status(ctx, stack, status).await? {
         ctx.pace.written(&uid, now_instant);
     }
     let soon = |after: Duration| Action::requeue(deferred.map_or(after, |wait| wait.min(after)));
@@ -514,7 +513,8 @@ fn record(slot: &mut Option<Error>, error: Error) {
     }
 }
 
-async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStackStatus) -> Result<()> {
+/// Whether a write was sent (see `reconciler::write_status`).
+async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStackStatus) -> Result<bool> {
     // One Event per change of the Ready reason, so a waiting or failing stack does not spam.
     reconciler::write_status(&ctx.writer, &ctx.recorder, stack, &status, &[status::REASON_ROLLING_OUT]).await
 }
