@@ -16,6 +16,11 @@ pub const DESIRED_HASH_ANNOTATION: &str = "citystack.io/desired-hash";
 pub const BINDING_HASH_ANNOTATION: &str = "citystack.io/binding-hash";
 /// Label carrying `spec.solution` (the catalog label of the stack).
 pub const SOLUTION_LABEL: &str = "citystack.io/solution";
+/// Label on each Deployment, Service and inline AzureResource of a stack: the shard bucket of
+/// the stack's UID (`shard::ring::bucket`, two hex digits), so sharded replicas can watch
+/// only their range's children with a label selector (the API server's `shardSelector`
+/// hashes an object's own UID, never its owner's).
+pub const SHARD_BUCKET_LABEL: &str = "citystack.io/shard-bucket";
 /// The longest DNS-1035 label (RFC 1035; Kubernetes object names and label values).
 pub const MAX_NAME: usize = 63;
 

@@ -91,6 +91,23 @@ pub fn stack_client(client: &Client, range: &Range) -> Client {
     Client::new(send, client.default_namespace().to_owned())
 }
 
+/// The label selector for the watches of a stack's children (Deployments, Services): every
+/// managed child when unsharded; else only those labelled with a shard bucket that overlaps the
+/// range, so the API server sends a replica about its share of them instead of all
+/// ([`in_scope`] still drops the other ranges' children in the edge buckets).
+///
+/// A child written before its stack's bucket label existed is not watched until its stack's
+/// next reconcile labels it (every stack is reconciled when a replica takes its range).
+pub fn child_selector(scope: Option<&Scope>) -> String {
+    let managed = crate::naming::managed_selector();
+    match scope {
+        Some(scope) if scope.range != Range::ALL => {
+            format!("{managed},{} in ({})", crate::naming::SHARD_BUCKET_LABEL, scope.range.bucket_labels().join(","))
+        }
+        _ => managed,
+    }
+}
+
 /// Whether `scope` holds the object (by [`ring::key`]); every object when unsharded.
 pub fn keep<K: Resource>(scope: Option<&Scope>, object: &K) -> bool {
     scope.is_none_or(|scope| ring::holds(&scope.range, object.meta()))
@@ -283,5 +300,22 @@ async fn probe(client: &Client, namespace: Option<&str>, shutdown: &Cancellation
             _ = shutdown.cancelled() => return false,
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_are_watched_by_bucket_only_when_sharded() {
+        let managed = "app.kubernetes.io/managed-by=citystack";
+        assert_eq!(child_selector(None), managed);
+        let whole = Scope { range: Range::ALL, server_side: true };
+        assert_eq!(child_selector(Some(&whole)), managed);
+        let half = Scope { range: Range { start: 0, end: ring::SPACE / 2 }, server_side: false };
+        let selector = child_selector(Some(&half));
+        assert!(selector.starts_with("app.kubernetes.io/managed-by=citystack,citystack.io/shard-bucket in (00,01,"));
+        assert!(selector.ends_with(",7e,7f)"), "{selector}");
     }
 }

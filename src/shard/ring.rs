@@ -18,6 +18,15 @@ pub fn hash(value: &str) -> u64 {
     value.bytes().fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
+/// Bits of the hash a shard bucket keeps: its top 8, so 256 buckets.
+const BUCKET_SHIFT: u32 = 56;
+
+/// The shard bucket of `uid`: the top 8 bits of its hash, as two lowercase hex digits (the
+/// value of `naming::SHARD_BUCKET_LABEL` on a stack's children).
+pub fn bucket_label(uid: &str) -> String {
+    format!("{:02x}", hash(uid) >> BUCKET_SHIFT)
+}
+
 /// A half-open range `[start, end)` of the hash space; `end` may be 2^64.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Range {
@@ -40,6 +49,17 @@ impl Range {
     /// Whether the two ranges share any hash.
     pub fn overlaps(&self, other: &Range) -> bool {
         self.start < other.end && other.start < self.end
+    }
+
+    /// The bucket labels ([`bucket_label`]) of every bucket sharing a hash with the range,
+    /// ascending; more than the range holds at its edges, so a watch by bucket must still be
+    /// filtered by [`holds`].
+    pub fn bucket_labels(&self) -> Vec<String> {
+        let width = 1u128 << BUCKET_SHIFT;
+        (0u128..256)
+            .filter(|b| self.overlaps(&Range { start: b * width, end: (b + 1) * width }))
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The `shardSelector` of this range over `metadata.uid` (KEP-5866 syntax).
@@ -151,6 +171,24 @@ mod tests {
         for bad in ["", "-", "0x1", "0x2-0x1", "0x0-0x20000000000000000", "1-2", "0x-0x1", "0xg-0x1", "0x0-0x1-0x2"] {
             assert_eq!(Range::from_annotation(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn buckets_cover_the_range() {
+        assert_eq!(Range::ALL.bucket_labels().len(), 256);
+        let thirds: Vec<Range> =
+            ["a", "b", "c"].iter().filter_map(|m| range_of(&["a".into(), "b".into(), "c".into()], m)).collect();
+        for uid in ["", "a", "foobar", "2f1c6a7e-0b1d-4a43-9a57-3c2f8d7e91aa", "ffffffff"] {
+            let holder: Vec<&Range> = thirds.iter().filter(|r| r.contains(hash(uid))).collect();
+            assert_eq!(holder.len(), 1);
+            assert!(holder[0].bucket_labels().contains(&bucket_label(uid)), "{uid}");
+        }
+        // A third's edges fall inside buckets 0x55 and 0xaa, which both neighbours watch.
+        assert_eq!(thirds[0].bucket_labels().last().map(String::as_str), Some("55"));
+        assert_eq!(thirds[1].bucket_labels().first().map(String::as_str), Some("55"));
+        assert_eq!(thirds[1].bucket_labels().last().map(String::as_str), Some("aa"));
+        assert_eq!(thirds[2].bucket_labels().len(), 86);
+        assert_eq!(bucket_label("a"), "af");
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub async fn run(
     // the last task to poll it, and the Controller itself polls the stack store's.
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let sync = SyncTracker::new(5, synced_tx, health);
-    let owned = watcher::Config::default().labels(&naming::managed_selector());
+    let owned = watcher::Config::default().labels(&crate::shard::child_selector(shard.as_ref()));
     let (deploy_store, deploy_writer) = reflector::store();
     let deploy_stream = watcher(deployments, owned.clone())
         .default_backoff()

@@ -123,7 +123,7 @@ fn render_azure(stack: &SolutionStack, binding: &crate::api::Binding, owner: Opt
         "metadata": {
             "name": naming::child_name(&stack_name, &binding.name),
             "namespace": stack.namespace(),
-            "labels": naming::component_labels(&stack_name, &binding.name, stack.spec.solution.as_deref()),
+            "labels": child_labels(stack, &binding.name, owner),
             "annotations": {},
             "ownerReferences": owner.map(|o| vec![o.clone()]).unwrap_or_default(),
         },
@@ -142,12 +142,23 @@ fn child<T: serde::Serialize>(kind: ChildKind, name: String, owner_entry: &str, 
     Ok(DesiredChild { kind, name, component: owner_entry.to_owned(), object })
 }
 
+/// A child's own labels: its component's, and the shard bucket of its owner (the stack) when
+/// there is one. Pods do not get the bucket: it is not theirs to select by, and adding it to
+/// the template would roll every pod.
+fn child_labels(stack: &SolutionStack, component: &str, owner: Option<&OwnerReference>) -> BTreeMap<String, String> {
+    let mut labels = naming::component_labels(&stack.name_any(), component, stack.spec.solution.as_deref());
+    if let Some(owner) = owner {
+        labels.insert(naming::SHARD_BUCKET_LABEL.into(), crate::shard::ring::bucket_label(&owner.uid));
+    }
+    labels
+}
+
 fn metadata(stack: &SolutionStack, component: &Component, owner: Option<&OwnerReference>) -> ObjectMeta {
     let stack_name = stack.name_any();
     ObjectMeta {
         name: Some(naming::child_name(&stack_name, &component.name)),
         namespace: stack.namespace(),
-        labels: Some(naming::component_labels(&stack_name, &component.name, stack.spec.solution.as_deref())),
+        labels: Some(child_labels(stack, &component.name, owner)),
         annotations: Some(BTreeMap::new()),
         owner_references: owner.map(|o| vec![o.clone()]),
         ..Default::default()
@@ -405,5 +416,22 @@ mod tests {
         let text = "apiVersion: citystack.io/v1alpha1\nkind: SolutionStack\nmetadata: {name: s}\nspec:\n  components:\n  - {name: a, image: x, dependsOn: [b]}\n  - {name: b, image: x, dependsOn: [a]}\n";
         let error = render_documents(text).err().unwrap_or_default();
         assert!(error.contains("a -> b -> a"), "{error}");
+    }
+
+    #[test]
+    fn owned_children_carry_their_stacks_shard_bucket_and_pods_do_not() {
+        let text = "apiVersion: citystack.io/v1alpha1\nkind: SolutionStack\nmetadata: {name: s, namespace: n}\nspec:\n  components:\n  - {name: a, image: x, ports: [{name: http, port: 80}]}\n  bindings:\n  - {name: q, azure: {kind: StorageAccount}}\n";
+        let stack: SolutionStack = serde_yaml_ng::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        let owner = OwnerReference { uid: "a".into(), ..Default::default() };
+        let children = render(&stack, Some(&owner), &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(children.len(), 3);
+        for child in &children {
+            let bucket = child.object.pointer("/metadata/labels/citystack.io~1shard-bucket");
+            assert_eq!(bucket.and_then(Value::as_str), Some("af"), "{:?} {}", child.kind, child.name);
+        }
+        let template = children[0].object.pointer("/spec/template/metadata/labels").cloned().unwrap_or_default();
+        assert!(template.get(naming::SHARD_BUCKET_LABEL).is_none(), "{template}");
+        let offline = render(&stack, None, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(offline.iter().all(|c| c.object.pointer("/metadata/labels/citystack.io~1shard-bucket").is_none()));
     }
 }
