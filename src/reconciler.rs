@@ -246,7 +246,8 @@ pub fn kept_annotation(key: &str) -> bool {
 /// all `kubectl.kubernetes.io/last-applied-configuration`: a second copy of the object, which
 /// on a Secret holds its data in clear text and must never sit in a cache.
 pub fn strip<K: Resource>(object: &mut K) {
-    object.managed_fields_mut().clear();
+    // None rather than an emptied list, whose buffer would stay allocated.
+    object.meta_mut().managed_fields = None;
     let annotations = object.annotations_mut();
     annotations.retain(|key, _| kept_annotation(key));
     if annotations.is_empty() {

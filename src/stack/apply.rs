@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{AzureResource, SolutionStack};
 use crate::error::{Error, Result};
-use crate::naming::{FIELD_MANAGER, label};
+use crate::naming::FIELD_MANAGER;
 use crate::ownership::{self, Control};
 use crate::stack::drift;
 use crate::stack::lean::{Cached, Lean};
@@ -150,11 +150,11 @@ fn orphans<K: Resource<DynamicType = ()> + Clone>(
     kind: ChildKind,
     keep: &BTreeSet<(ChildKind, String)>,
 ) -> Vec<(String, String)> {
-    let (namespace, name, uid) = (stack.namespace(), stack.name_any(), stack.uid());
+    let (namespace, uid) = (stack.namespace(), stack.uid());
     let mut out: Vec<(String, String)> = cache
         .state()
         .iter()
-        .filter(|o| o.namespace() == namespace && o.labels().get(label::INSTANCE) == Some(&name))
+        .filter(|o| o.namespace() == namespace)
         .filter(|o| uid.as_deref().is_some_and(|uid| ownership::controls(o.meta(), uid)))
         .filter(|o| !keep.contains(&(kind, o.name_any())))
         .filter_map(|o| Some((o.name_any(), o.uid()?)))

@@ -1,16 +1,21 @@
 //! How the stack controller caches its children (and its stacks, see the `Child` impl for
-//! SolutionStack): the few metadata fields the store,
-//! ownership and pruning read, typed (name, namespace, UID, versions, ownerReferences, the
-//! instance label, Helm's release annotation), and the whole object as compact JSON text,
-//! parsed only when a reconcile compares or reads it. A typed k8s-openapi Deployment costs about 10 KB of memory
-//! for a one-container pod template (every optional field is inline: 2.4 KB for the
-//! Deployment, 2.1 KB per container, 3.2 KB per volume); its text is about 2 KB. A cached
-//! child lives as long as the object, so this is paid once per child for the life of the
-//! process: the difference between ~70 MB and ~20 MB per 1,000 stacks.
+//! SolutionStack): the few metadata fields the store, ownership and pruning read, typed
+//! (name, namespace, UID, versions, ownerReferences, Helm's release annotation), and the whole
+//! object as compact JSON, LZ4-compressed against a dictionary of its kind, unpacked only
+//! when a reconcile compares or reads it.
+//!
+//! A typed k8s-openapi Deployment costs about 10 KB of memory for a one-container pod
+//! template (every optional field is inline), its managedFields as much again; its text is
+//! about 2 KB. Objects of one kind written by one operator differ in a few names, hashes and
+//! counters, so the first object of each kind parsed becomes that kind's dictionary (kept for
+//! the life of the process) and every later one packs into ~150 bytes. A cached child lives
+//! as long as the object, so this is paid once per child: `make bench` (memory) gives the
+//! bytes per cached object.
 
 use std::borrow::Cow;
 use std::fmt::Debug;
 use std::marker::PhantomData;
+use std::sync::OnceLock;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -37,9 +42,12 @@ pub trait Child:
     /// Drops from the object (JSON, without metadata) what no reconcile reads.
     fn trim(_object: &mut Value) {}
 
-    /// The metadata kept typed (what reads of the cache need without parsing the text):
-    /// by default name, namespace, UID, versions, ownerReferences, the instance label and
-    /// Helm's release annotation.
+    /// The kind's compression dictionary (one `static` per kind).
+    fn dictionary() -> &'static Dictionary;
+
+    /// The metadata kept typed (what reads of the cache need without unpacking the text):
+    /// by default name, namespace, UID, versions, ownerReferences and Helm's release
+    /// annotation. Labels are not kept: even one costs a B-tree node (~550 bytes).
     fn kept_metadata(full: ObjectMeta) -> ObjectMeta {
         let keep = |map: Option<std::collections::BTreeMap<String, String>>, key: &str| {
             let kept: std::collections::BTreeMap<String, String> =
@@ -53,7 +61,6 @@ pub trait Child:
             resource_version: full.resource_version,
             generation: full.generation,
             owner_references: full.owner_references,
-            labels: keep(full.labels, crate::naming::label::INSTANCE),
             annotations: keep(full.annotations, crate::ownership::HELM_RELEASE),
             ..ObjectMeta::default()
         }
@@ -61,16 +68,26 @@ pub trait Child:
 }
 
 /// The stack controller's own objects: the Controller, its predicate (annotations,
-/// finalizers, deletion) and the shard filter read their metadata, kept whole (managedFields
-/// and annotations not ours aside); spec and status live in the text, about half the memory
-/// of a typed SolutionStack (~4 KB instead of ~10 KB for the bench's three components).
+/// finalizers, deletion) and the shard filter read their metadata, kept whole but for
+/// labels (managedFields and annotations not ours are stripped before); spec and status
+/// live in the packed text.
 impl Child for SolutionStack {
+    fn dictionary() -> &'static Dictionary {
+        static DICTIONARY: Dictionary = Dictionary::new();
+        &DICTIONARY
+    }
+
     fn kept_metadata(full: ObjectMeta) -> ObjectMeta {
-        full
+        ObjectMeta { labels: None, ..full }
     }
 }
 
 impl Child for Deployment {
+    fn dictionary() -> &'static Dictionary {
+        static DICTIONARY: Dictionary = Dictionary::new();
+        &DICTIONARY
+    }
+
     /// Keeps the status counters and condition type/status/reason (what
     /// [`super::status::rollout`] reads); drops condition messages and times.
     fn trim(object: &mut Value) {
@@ -82,6 +99,11 @@ impl Child for Deployment {
 }
 
 impl Child for Service {
+    fn dictionary() -> &'static Dictionary {
+        static DICTIONARY: Dictionary = Dictionary::new();
+        &DICTIONARY
+    }
+
     /// Drops the status (load-balancer ingress, conditions): nothing reads it.
     fn trim(object: &mut Value) {
         if let Some(object) = object.as_object_mut() {
@@ -90,7 +112,47 @@ impl Child for Service {
     }
 }
 
-impl Child for AzureResource {}
+impl Child for AzureResource {
+    fn dictionary() -> &'static Dictionary {
+        static DICTIONARY: Dictionary = Dictionary::new();
+        &DICTIONARY
+    }
+}
+
+/// A kind's LZ4 dictionary: the packed text of the first object of the kind the process
+/// parsed, at most [`Dictionary::MAX`] bytes, fixed from then on (every packed object of
+/// the kind refers to it).
+pub struct Dictionary(OnceLock<Box<[u8]>>);
+
+impl Dictionary {
+    /// The most of the first text kept (LZ4 matches reach back 64 KiB at most).
+    pub const MAX: usize = 16 * 1024;
+
+    /// An empty dictionary, set by the first [`Dictionary::pack`].
+    pub const fn new() -> Self {
+        Self(OnceLock::new())
+    }
+
+    /// `text`, LZ4-compressed with its length in front; the first call's text becomes the
+    /// dictionary.
+    fn pack(&self, text: &[u8]) -> Box<[u8]> {
+        let dictionary = self.0.get_or_init(|| text[..text.len().min(Self::MAX)].into());
+        lz4_flex::block::compress_prepend_size_with_dict(text, dictionary).into_boxed_slice()
+    }
+
+    /// The text [`Dictionary::pack`] packed; `None` if it does not unpack (a bug).
+    fn unpack(&self, packed: &[u8]) -> Option<Vec<u8>> {
+        // Set before anything was packed against it.
+        let dictionary = self.0.get()?;
+        lz4_flex::block::decompress_size_prepended_with_dict(packed, dictionary).ok()
+    }
+}
+
+impl Default for Dictionary {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// What applying a child reads of its cached object: metadata (through [`Resource`]), the
 /// JSON the drift check compares, and the typed object.
@@ -125,25 +187,26 @@ impl Cached for AzureResource {
     }
 }
 
-/// A cached child of kind `K`: the metadata fields reads need, and the object as compact JSON.
+/// A cached child of kind `K`: the metadata fields reads need, and the object as compact JSON,
+/// packed ([`Dictionary`]).
 pub struct Lean<K> {
-    /// Name, namespace, UID, resourceVersion, generation, ownerReferences, the
-    /// `app.kubernetes.io/instance` label and Helm's release annotation; the rest is in the
-    /// JSON text.
+    /// What [`Child::kept_metadata`] keeps (by default name, namespace, UID, resourceVersion,
+    /// generation, ownerReferences and Helm's release annotation); all of it, and the rest,
+    /// is also in the packed text.
     pub metadata: ObjectMeta,
-    rest: Box<str>,
+    packed: Box<[u8]>,
     kind: PhantomData<fn() -> K>,
 }
 
 impl<K> Clone for Lean<K> {
     fn clone(&self) -> Self {
-        Self { metadata: self.metadata.clone(), rest: self.rest.clone(), kind: PhantomData }
+        Self { metadata: self.metadata.clone(), packed: self.packed.clone(), kind: PhantomData }
     }
 }
 
 impl<K> Debug for Lean<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lean").field("metadata", &self.metadata).field("bytes", &self.rest.len()).finish()
+        f.debug_struct("Lean").field("metadata", &self.metadata).field("packed_bytes", &self.packed.len()).finish()
     }
 }
 
@@ -151,7 +214,8 @@ impl<K: Child> Lean<K> {
     /// The object as JSON (what the drift check compares), with apiVersion and kind (which
     /// items of a list do not carry).
     pub fn value(&self) -> Value {
-        let mut object: Value = serde_json::from_str(&self.rest).unwrap_or(Value::Null);
+        let text = K::dictionary().unpack(&self.packed).unwrap_or_default();
+        let mut object: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
         if let Some(map) = object.as_object_mut() {
             map.insert("apiVersion".into(), K::api_version(&()).into_owned().into());
             map.insert("kind".into(), K::kind(&()).into_owned().into());
@@ -188,8 +252,8 @@ impl<'de, K: Child> Deserialize<'de> for Lean<K> {
             serde_json::from_value(map.get("metadata").cloned().unwrap_or(Value::Null)).map_err(D::Error::custom)?;
         let metadata = K::kept_metadata(full);
         K::trim(&mut object);
-        let rest = serde_json::to_string(&object).map_err(D::Error::custom)?.into_boxed_str();
-        Ok(Self { metadata, rest, kind: PhantomData })
+        let text = serde_json::to_vec(&object).map_err(D::Error::custom)?;
+        Ok(Self { metadata, packed: K::dictionary().pack(&text), kind: PhantomData })
     }
 }
 
@@ -278,7 +342,7 @@ mod tests {
             "ownerReferences": [{"apiVersion": "citystack.io/v1alpha1", "kind": "SolutionStack", "name": "portal", "uid": "s1", "controller": true}]});
         let lean: Lean<Deployment> = serde_json::from_value(object).unwrap_or_else(|e| panic!("{e}"));
         let meta = lean.meta();
-        assert_eq!(meta.labels.as_ref().map(|l| l.len()), Some(1));
+        assert_eq!(meta.labels, None);
         assert_eq!(
             meta.annotations.as_ref().map(|a| a.keys().cloned().collect::<Vec<_>>()),
             Some(vec!["meta.helm.sh/release-name".to_owned()])
@@ -302,5 +366,22 @@ mod tests {
         let lean: Lean<Service> = serde_json::from_value(service).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(lean.value().get("status"), None);
         assert_eq!(lean.object().and_then(|s| s.spec).and_then(|s| s.ports).map(|p| p.len()), Some(1));
+    }
+
+    #[test]
+    fn objects_of_a_kind_pack_against_its_dictionary() {
+        // Whichever test parses a Deployment first sets the dictionary; all are alike.
+        let copy = |i: usize| {
+            let mut object = deployment();
+            object["metadata"]["name"] = format!("portal-web-{i}").into();
+            object["metadata"]["uid"] = format!("6f0c{i:08x}-9b1e-4c55-8d1a-51f0c3a2b7e4").into();
+            object
+        };
+        for i in 0..3 {
+            let lean: Lean<Deployment> = serde_json::from_value(copy(i)).unwrap_or_else(|e| panic!("{e}"));
+            let text = serde_json::to_vec(&lean.value()).unwrap_or_default();
+            assert!(lean.packed.len() * 3 < text.len(), "{} packed of {}", lean.packed.len(), text.len());
+            assert_eq!(lean.value().pointer("/metadata/name"), copy(i).pointer("/metadata/name"));
+        }
     }
 }
