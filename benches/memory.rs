@@ -9,7 +9,11 @@
 //! what the process pays) before and after. The typed, unstripped object is measured too, as
 //! the cost a plain kube-rs controller would pay.
 
-use std::fmt::Write as _;
+#[allow(dead_code)]
+#[path = "scale/report.rs"]
+mod report;
+
+use std::path::Path;
 
 use citystack::api::SolutionStack;
 use citystack::stack::CachedStack;
@@ -24,6 +28,8 @@ use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use report::Report;
+
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -31,43 +37,52 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const COPIES: usize = 5_000;
 
 fn main() {
-    let deployment = fixture(include_str!("fixtures/deployment.json"));
-    let service = fixture(include_str!("fixtures/service.json"));
-    let stack = fixture(include_str!("fixtures/solutionstack.json"));
-    let secret = fixture(include_str!("fixtures/secret-metadata.json"));
+    // A stack's three Deployments and two Services, its own object and a bound Secret.
+    let deployment = fixtures(include_str!("fixtures/deployments.json"));
+    let service = fixtures(include_str!("fixtures/services.json"));
+    let stack = fixtures(&format!("[{}]", include_str!("fixtures/solutionstack.json")));
+    let secret = fixtures(&format!("[{}]", include_str!("fixtures/secret-metadata.json")));
 
-    let mut rows = Vec::new();
-    let lean_deployment = per_object::<Lean<Deployment>>(&deployment, |_| {});
-    let lean_service = per_object::<Lean<Service>>(&service, |_| {});
-    let lean_stack = per_stack_object(&stack);
-    let secret_meta = per_object::<PartialObjectMeta<Secret>>(&secret, citystack::reconciler::strip);
-    rows.push(("Deployment (lean)", lean_deployment, 3.0));
-    rows.push(("Service (lean)", lean_service, 2.0));
-    rows.push(("SolutionStack (lean, with its index entry)", lean_stack, 1.0));
-    rows.push(("Secret metadata (stripped)", secret_meta, 0.1));
-    let per_stack: f64 = rows.iter().map(|(_, bytes, n)| bytes * n).sum();
-    let typed = 3.0 * per_object::<Deployment>(&deployment, |_| {})
-        + 2.0 * per_object::<Service>(&service, |_| {})
-        + per_object::<SolutionStack>(&stack, |_| {})
-        + 0.1 * per_object::<PartialObjectMeta<Secret>>(&secret, |_| {});
+    let lean = [
+        per_object::<Lean<Deployment>>(&deployment, |_| {}),
+        per_object::<Lean<Service>>(&service, |_| {}),
+        per_stack_object(&stack),
+        per_object::<PartialObjectMeta<Secret>>(&secret, citystack::reconciler::strip),
+    ];
+    let typed = [
+        per_object::<Deployment>(&deployment, |_| {}),
+        per_object::<Service>(&service, |_| {}),
+        per_object::<SolutionStack>(&stack, |_| {}),
+        per_object::<PartialObjectMeta<Secret>>(&secret, |_| {}),
+    ];
+    // The scale bench's fleet: 3 Deployments, 2 Services, the stack, a Secret per 10 stacks.
+    let per_stack = |bytes: &[f64; 4]| 3.0 * bytes[0] + 2.0 * bytes[1] + bytes[2] + 0.1 * bytes[3];
 
-    let mut table = String::from("| cached object | bytes each | per stack |\n|---|---|---|\n");
-    for (name, bytes, n) in &rows {
-        let _ = writeln!(table, "| {name} | {bytes:.0} | x{n} |");
-    }
-    let _ = writeln!(table, "| one stack with its children | {per_stack:.0} | = {:.1} MB per 1,000 stacks |", per_stack / 1e3);
-    let _ = writeln!(table, "| the same, typed and unstripped | {typed:.0} | = {:.1} MB per 1,000 stacks |", typed / 1e3);
-    print!("{table}");
+    let run = "cache";
+    let mut report = Report::new(Path::new(".local/bench/results.jsonl"));
+    report.add(run, "cache_bytes_deployment", lean[0], "bytes", "a Deployment in the stack controller's cache");
+    report.add(run, "cache_bytes_service", lean[1], "bytes", "a Service in the cache");
+    report.add(run, "cache_bytes_stack", lean[2], "bytes", "a SolutionStack in the cache, with its reference-index entry");
+    report.add(run, "cache_bytes_secret", lean[3], "bytes", "a Secret's metadata in the cache");
+    report.add(run, "cache_mb_per_1000_stacks", per_stack(&lean) / 1e3, "MB", "caches for 1,000 stacks of the bench fleet");
+    report.add(
+        run,
+        "cache_mb_per_1000_stacks_typed",
+        per_stack(&typed) / 1e3,
+        "MB",
+        "the same objects typed and unstripped, as a plain kube-rs controller caches them",
+    );
+    print!("{}", report.table());
 }
 
-fn fixture(text: &str) -> Value {
+fn fixtures(text: &str) -> Vec<Value> {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("fixture: {e}"))
 }
 
-/// Wire text of copy `i` of `object`: its own name, UID and resourceVersion, as distinct
-/// objects have.
-fn copy(object: &Value, i: usize) -> String {
-    let mut object = object.clone();
+/// Wire text of copy `i` of the objects (taken in turn): its own name, UID and
+/// resourceVersion, as distinct objects have.
+fn copy(objects: &[Value], i: usize) -> String {
+    let mut object = objects[i % objects.len()].clone();
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         let name = metadata.get("name").and_then(Value::as_str).unwrap_or("x").to_owned();
         metadata.insert("name".into(), format!("{name}-{i}").into());
@@ -79,7 +94,7 @@ fn copy(object: &Value, i: usize) -> String {
 
 /// Bytes one object of kind `K` keeps in a reflector store (`modify` is the watch's own
 /// `.modify` step).
-fn per_object<K>(object: &Value, modify: impl Fn(&mut K)) -> f64
+fn per_object<K>(object: &[Value], modify: impl Fn(&mut K)) -> f64
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + 'static,
 {
@@ -97,7 +112,7 @@ where
 }
 
 /// Like [`per_object`] for stacks, whose watch also feeds the reference index.
-fn per_stack_object(object: &Value) -> f64 {
+fn per_stack_object(object: &[Value]) -> f64 {
     let texts: Vec<String> = (0..COPIES).map(|i| copy(object, i)).collect();
     let before = allocated();
     let (store, mut writer) = reflector::store::<CachedStack>();

@@ -20,3 +20,4 @@ pub mod run;
 pub mod shard;
 pub mod stack;
 pub mod telemetry;
+pub mod turns;

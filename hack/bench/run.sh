@@ -2,6 +2,8 @@
 # `make bench`: the per-reconcile micro-benchmarks, then the scale run (benches/scale) on a
 # local control plane of its own (state in .local/bench/cluster, stopped at the end).
 #
+# The memory bench needs no cluster: bytes per cached object, from benches/fixtures.
+#
 #   make bench                                     1,000 stacks, 500 AzureResources
 #   CITYSTACK_BENCH_ARGS="--stacks 10000 --azure 0" make bench
 #
@@ -14,6 +16,7 @@ export GOWORK=off GOTOOLCHAIN=local
 target=${CARGO_TARGET_DIR:-target}
 
 cargo bench --locked --bench reconcile
+cargo bench --locked --bench memory
 cargo build --release --locked --bin citystack
 cargo bench --locked --bench scale --no-run
 

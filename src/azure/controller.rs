@@ -72,6 +72,8 @@ pub struct Context {
     operation_deadline: Duration,
     backoff: Backoff<ObjectRef<AzureResource>>,
     store: Store<AzureResource>,
+    /// Reconciles run in trigger order, `concurrency` at once (`turns`).
+    turns: crate::turns::Turns,
 }
 
 /// Runs the AzureResource controller until `shutdown`.
@@ -119,10 +121,12 @@ pub async fn run(
         operation_deadline: settings.operation_deadline,
         backoff: Backoff::new(Duration::from_secs(2)),
         store: store.clone(),
+        turns: crate::turns::Turns::new(settings.concurrency),
     });
     let promotions = leader.promotions();
     Controller::for_stream(stream, store)
-        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        // No limit in kube's runner: `ctx.turns` limits reconciles, fairly.
+        .with_config(controller::Config::default().concurrency(0))
         .reconcile_all_on(promotions)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
@@ -148,14 +152,12 @@ fn recorded_operation(object: &AzureResource) -> Option<u64> {
 }
 
 async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Action> {
-    reconciler::reconcile(
-        CONTROLLER,
-        object.as_ref(),
-        &ctx.writer.metrics,
-        &ctx.backoff,
-        reconcile_inner(&object, &ctx),
-    )
-    .await
+    let Some((_turn, object)) = ctx.turns.take(&ctx.store, &object).await else {
+        return Ok(Action::await_change());
+    };
+    // Boxed: many reconciles may wait for a turn, each only as big as this frame.
+    let work = Box::pin(reconcile_inner(&object, &ctx));
+    reconciler::reconcile(CONTROLLER, object.as_ref(), &ctx.writer.metrics, &ctx.backoff, work).await
 }
 
 fn error_policy(object: Arc<AzureResource>, error: &Error, ctx: Arc<Context>) -> Action {

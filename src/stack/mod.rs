@@ -74,6 +74,9 @@ pub struct Context {
     /// readiness future wakes only the last task that polled it.
     synced: tokio::sync::watch::Receiver<bool>,
     pace: pace::StatusPace,
+    /// Reconciles run in trigger order, `concurrency` at once (`turns`).
+    turns: crate::turns::Turns,
+    stacks: Store<CachedStack>,
 }
 
 /// A SolutionStack as the controller caches it (`lean::Lean`: metadata typed, the rest as
@@ -174,11 +177,14 @@ pub async fn run(
         backoff: Backoff::new(Duration::from_secs(1)),
         synced,
         pace: pace::StatusPace::new(PROGRESS_WINDOW),
+        turns: crate::turns::Turns::new(settings.concurrency),
+        stacks: stack_store.clone(),
     });
 
     let promotions = leader.promotions();
     let secret_index = references.clone();
-    let config = controller::Config::default().concurrency(settings.concurrency);
+    // No limit in kube's runner: `ctx.turns` limits reconciles, fairly.
+    let config = controller::Config::default().concurrency(0);
     let stop = shutdown.clone();
     Controller::for_stream(stack_stream, stack_store)
         .with_config(config)
@@ -245,10 +251,14 @@ impl SyncTracker {
 }
 
 async fn reconcile(cached: Arc<CachedStack>, ctx: Arc<Context>) -> Result<Action> {
-    let work = async {
+    let Some((_turn, cached)) = ctx.turns.take(&ctx.stacks, &cached).await else {
+        return Ok(Action::await_change());
+    };
+    // Boxed: thousands of reconciles may wait for a turn, each only as big as this frame.
+    let work = Box::pin(async {
         let stack = cached.parse().map_err(|e| Error::encoding("cached SolutionStack", e))?;
         reconcile_inner(&stack, &ctx).await
-    };
+    });
     reconciler::reconcile(CONTROLLER, cached.as_ref(), &ctx.writer.metrics, &ctx.backoff, work).await
 }
 
