@@ -319,7 +319,10 @@ impl Verdict {
 
 /// The Event to publish when the Ready condition's reason changed from `previous` to `now`
 /// (one Event per change, not per reconcile): Normal when Ready or progressing normally,
-/// Warning otherwise. The note is bounded to 1 KiB (Events API limit).
+/// Warning otherwise. An object's first status that only says work is under way (a normal
+/// reason, not Ready) is no change and gets none: the object was just created, and an Event
+/// is a write to the API server (one of ~10 per stack while a fleet rolls out). The note is
+/// bounded to 1 KiB (Events API limit).
 pub fn ready_change_event(previous: &[Condition], now: &[Condition], normal_reasons: &[&str]) -> Option<Event> {
     let ready = |conditions: &[Condition]| conditions.iter().find(|c| c.type_ == "Ready").cloned();
     let (before, after) = (ready(previous), ready(now)?);
@@ -327,6 +330,9 @@ pub fn ready_change_event(previous: &[Condition], now: &[Condition], normal_reas
         return None;
     }
     let normal = after.status == "True" || normal_reasons.contains(&after.reason.as_str());
+    if before.is_none() && normal && after.status != "True" {
+        return None;
+    }
     Some(Event {
         type_: if normal { EventType::Normal } else { EventType::Warning },
         reason: after.reason.clone(),
@@ -393,10 +399,18 @@ mod tests {
         let stalled = Verdict::Stalled { reason: "AzureConflict".into(), message: "owned by x".into() };
         let a = merge_conditions(&[], &progressing.conditions(), Some(1), &t);
         let b = merge_conditions(&a, &stalled.conditions(), Some(1), &t);
-        let first = ready_change_event(&[], &a, &["Provisioning"]);
-        assert_eq!(first.map(|e| e.type_), Some(EventType::Normal));
+        // A first status that only says work is under way: no Event; a first failure or a
+        // first Ready: one.
+        assert!(ready_change_event(&[], &a, &["Provisioning"]).is_none());
+        let first_failure = ready_change_event(&[], &b, &["Provisioning"]);
+        assert_eq!(first_failure.map(|e| e.type_), Some(EventType::Warning));
+        let ready = Verdict::Ready { reason: "Provisioned".into(), message: "m".into() };
+        let c = merge_conditions(&[], &ready.conditions(), Some(1), &t);
+        assert_eq!(ready_change_event(&[], &c, &["Provisioning"]).map(|e| e.type_), Some(EventType::Normal));
         assert!(ready_change_event(&a, &a, &["Provisioning"]).is_none());
         let warning = ready_change_event(&a, &b, &["Provisioning"]);
         assert_eq!(warning.as_ref().map(|e| (e.type_, e.reason.as_str())), Some((EventType::Warning, "AzureConflict")));
+        let recovered = ready_change_event(&b, &a, &["Provisioning"]);
+        assert_eq!(recovered.map(|e| e.type_), Some(EventType::Normal));
     }
 }
