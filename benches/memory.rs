@@ -19,6 +19,8 @@ use citystack::api::SolutionStack;
 use citystack::stack::CachedStack;
 use citystack::stack::index::Index;
 use citystack::stack::lean::Lean;
+use citystack::stack::owned::Owned;
+use citystack::stack::render::ChildKind;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::Resource;
@@ -44,8 +46,8 @@ fn main() {
     let secret = fixtures(&format!("[{}]", include_str!("fixtures/secret-metadata.json")));
 
     let lean = [
-        per_object::<Lean<Deployment>>(&deployment, |_| {}),
-        per_object::<Lean<Service>>(&service, |_| {}),
+        per_child::<Lean<Deployment>>(&deployment, ChildKind::Deployment),
+        per_child::<Lean<Service>>(&service, ChildKind::Service),
         per_stack_object(&stack),
         per_object::<PartialObjectMeta<Secret>>(&secret, citystack::reconciler::strip),
     ];
@@ -60,8 +62,8 @@ fn main() {
 
     let run = "cache";
     let mut report = Report::new(Path::new(".local/bench/results.jsonl"));
-    report.add(run, "cache_bytes_deployment", lean[0], "bytes", "a Deployment in the stack controller's cache");
-    report.add(run, "cache_bytes_service", lean[1], "bytes", "a Service in the cache");
+    report.add(run, "cache_bytes_deployment", lean[0], "bytes", "a Deployment in the stack controller's cache, with its index entry");
+    report.add(run, "cache_bytes_service", lean[1], "bytes", "a Service in the cache, with its index entry");
     report.add(run, "cache_bytes_stack", lean[2], "bytes", "a SolutionStack in the cache, with its reference-index entry");
     report.add(run, "cache_bytes_secret", lean[3], "bytes", "a Secret's metadata in the cache");
     report.add(run, "cache_mb_per_1000_stacks", per_stack(&lean) / 1e3, "MB", "caches for 1,000 stacks of the bench fleet");
@@ -88,6 +90,11 @@ fn copy(objects: &[Value], i: usize) -> String {
         metadata.insert("name".into(), format!("{name}-{i}").into());
         metadata.insert("uid".into(), format!("6f0c{i:08x}-9b1e-4c55-8d1a-51f0c3a2b7e4").into());
         metadata.insert("resourceVersion".into(), format!("{}", 4_000_000 + i).into());
+        // Each set of copies has its own stack.
+        let stack = i / objects.len();
+        for owner in metadata.get_mut("ownerReferences").and_then(Value::as_array_mut).into_iter().flatten() {
+            owner["uid"] = format!("91f1{stack:08x}-eefa-4ced-8ce2-c9d9bfabfa57").into();
+        }
     }
     object.to_string()
 }
@@ -108,6 +115,28 @@ where
     }
     let bytes = allocated().saturating_sub(before) as f64 / COPIES as f64;
     keep(&store);
+    bytes
+}
+
+/// Like [`per_object`] for a stack's children, whose watches also feed the index of what
+/// each stack controls.
+fn per_child<K>(object: &[Value], kind: ChildKind) -> f64
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + 'static,
+{
+    let texts: Vec<String> = (0..COPIES).map(|i| copy(object, i)).collect();
+    let before = allocated();
+    let (store, mut writer) = reflector::store::<K>();
+    let owned = Owned::default();
+    for text in &texts {
+        let parsed: K = serde_json::from_str(text).unwrap_or_else(|e| panic!("{}: {e}", K::kind(&())));
+        let event = watcher::Event::Apply(parsed);
+        owned.observe(kind, &Ok(event.clone()));
+        writer.apply_watcher_event(&event);
+    }
+    let bytes = allocated().saturating_sub(before) as f64 / COPIES as f64;
+    keep(&store);
+    assert_eq!(owned.len(), COPIES);
     bytes
 }
 

@@ -18,6 +18,7 @@ use crate::naming::FIELD_MANAGER;
 use crate::ownership::{self, Control};
 use crate::stack::drift;
 use crate::stack::lean::{Cached, Lean};
+use crate::stack::owned::Owned;
 use crate::stack::render::{ChildKind, DesiredChild};
 
 pub use crate::reconciler::Writer;
@@ -116,51 +117,58 @@ pub async fn apply_child<C: Cached>(
     Ok(Applied { object, change: Some(Change { action, kind: child.kind, name: child.name.clone() }) })
 }
 
-/// Deletes the Deployments, Services and AzureResources that belong to `stack` (label and controller
-/// ownerReference with its UID) and are not in `keep` (names by kind). Objects the stack does
-/// not own are never touched. A child already gone (404) counts as pruned.
+/// Deletes the Deployments, Services and AzureResources that belong to `stack` (controller
+/// ownerReference with its UID, as the cache shows them) and are not in `keep` (names by
+/// kind). Candidates come from `owned`; objects the stack does not control are never touched.
+/// A child already gone (404) counts as pruned.
 ///
 /// Errors: `KubeApi` on the first failed delete.
 pub async fn prune(
     writer: &Writer,
-    deployments: &Store<Lean<Deployment>>,
-    services: &Store<Lean<Service>>,
-    azure: &Store<AzureResource>,
+    caches: (&Store<Lean<Deployment>>, &Store<Lean<Service>>, &Store<AzureResource>),
+    owned: &Owned,
     stack: &SolutionStack,
     keep: &BTreeSet<(ChildKind, String)>,
 ) -> Result<Vec<Change>> {
+    let (deployments, services, azure) = caches;
+    let uid = stack.uid().unwrap_or_default();
+    let mut candidates = owned.of(&uid);
+    candidates.sort();
     let mut changes = Vec::new();
-    for name in orphans(deployments, stack, ChildKind::Deployment, keep) {
-        delete::<Deployment>(writer, stack, &name, ChildKind::Deployment, &mut changes).await?;
-    }
-    for name in orphans(services, stack, ChildKind::Service, keep) {
-        delete::<Service>(writer, stack, &name, ChildKind::Service, &mut changes).await?;
-    }
-    // Removing an inline Azure binding deletes its AzureResource; what happens in Azure
-    // is that resource's deletion policy (Orphan by default for kinds that hold data).
-    for name in orphans(azure, stack, ChildKind::AzureResource, keep) {
-        delete::<AzureResource>(writer, stack, &name, ChildKind::AzureResource, &mut changes).await?;
+    for (kind, name) in candidates {
+        if keep.contains(&(kind, name.clone())) {
+            continue;
+        }
+        let found = match kind {
+            ChildKind::Deployment => controlled(deployments, stack, &name),
+            ChildKind::Service => controlled(services, stack, &name),
+            ChildKind::AzureResource => controlled(azure, stack, &name),
+        };
+        let Some(target) = found else {
+            owned.forget(&uid, kind, &name);
+            continue;
+        };
+        match kind {
+            ChildKind::Deployment => delete::<Deployment>(writer, stack, &target, kind, &mut changes).await?,
+            ChildKind::Service => delete::<Service>(writer, stack, &target, kind, &mut changes).await?,
+            // Removing an inline Azure binding deletes its AzureResource; what happens in Azure
+            // is that resource's deletion policy (Orphan by default for kinds that hold data).
+            ChildKind::AzureResource => delete::<AzureResource>(writer, stack, &target, kind, &mut changes).await?,
+        }
     }
     Ok(changes)
 }
 
-fn orphans<K: Resource<DynamicType = ()> + Clone>(
+/// The name and UID of the cached object `name` in the stack's namespace, when the stack
+/// controls it.
+fn controlled<K: Resource<DynamicType = ()> + Clone>(
     cache: &Store<K>,
     stack: &SolutionStack,
-    kind: ChildKind,
-    keep: &BTreeSet<(ChildKind, String)>,
-) -> Vec<(String, String)> {
-    let (namespace, uid) = (stack.namespace(), stack.uid());
-    let mut out: Vec<(String, String)> = cache
-        .state()
-        .iter()
-        .filter(|o| o.namespace() == namespace)
-        .filter(|o| uid.as_deref().is_some_and(|uid| ownership::controls(o.meta(), uid)))
-        .filter(|o| !keep.contains(&(kind, o.name_any())))
-        .filter_map(|o| Some((o.name_any(), o.uid()?)))
-        .collect();
-    out.sort();
-    out
+    name: &str,
+) -> Option<(String, String)> {
+    let uid = stack.uid()?;
+    let object = cache.get(&ObjectRef::new(name).within(&stack.namespace()?))?;
+    ownership::controls(object.meta(), &uid).then(|| Some((object.name_any(), object.uid()?)))?
 }
 
 async fn delete<K>(

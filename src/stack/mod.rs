@@ -4,6 +4,7 @@ pub mod apply;
 pub mod drift;
 pub mod index;
 pub mod lean;
+pub mod owned;
 pub mod pace;
 pub mod quantity;
 pub mod render;
@@ -77,6 +78,8 @@ pub struct Context {
     /// Reconciles run in trigger order, `concurrency` at once (`turns`).
     turns: crate::turns::Turns,
     stacks: Store<CachedStack>,
+    /// The children each stack controls (candidates for pruning).
+    owned: Arc<owned::Owned>,
 }
 
 /// A SolutionStack as the controller caches it (`lean::Lean`: metadata typed, the rest as
@@ -116,20 +119,23 @@ pub async fn run(
     // the last task to poll it, and the Controller itself polls the stack store's.
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let sync = SyncTracker::new(5, synced_tx, health);
-    let owned = watcher::Config::default().labels(&crate::shard::child_selector(shard.as_ref()));
+    let children = watcher::Config::default().labels(&crate::shard::child_selector(shard.as_ref()));
+    let owned = Arc::new(owned::Owned::default());
     let (deploy_store, deploy_writer) = reflector::store();
-    let deploy_stream = watcher(deployments, owned.clone())
+    let deploy_stream = watcher(deployments, children.clone())
         .default_backoff()
         .filter(crate::shard::in_scope(shard))
         .reflect(deploy_writer)
-        .inspect(sync.observer(0));
+        .inspect(sync.observer(0))
+        .inspect(observe(&owned, ChildKind::Deployment));
     let deploy_stream = relist::objects(deploy_stream, deploy_store.clone(), Events::Touched);
     let (service_store, service_writer) = reflector::store();
-    let service_stream = watcher(services, owned)
+    let service_stream = watcher(services, children)
         .default_backoff()
         .filter(crate::shard::in_scope(shard))
         .reflect(service_writer)
-        .inspect(sync.observer(1));
+        .inspect(sync.observer(1))
+        .inspect(observe(&owned, ChildKind::Service));
     let service_stream = relist::objects(service_stream, service_store.clone(), Events::Touched);
     // AzureResources: the stack's own (inline Azure bindings) and those it references.
     let azure_api: Api<AzureResource> = reconciler::api(client.clone(), &settings.namespace);
@@ -138,7 +144,8 @@ pub async fn run(
         .default_backoff()
         .modify(reconciler::strip)
         .reflect(azure_writer)
-        .inspect(sync.observer(4));
+        .inspect(sync.observer(4))
+        .inspect(observe(&owned, ChildKind::AzureResource));
     let azure_stream = relist::objects(azure_stream, azure_store.clone(), Events::Touched);
     // User Secrets: metadata only; a change wakes the stacks that bind them.
     let (secret_store, secret_writer) = reflector::store();
@@ -179,6 +186,7 @@ pub async fn run(
         pace: pace::StatusPace::new(PROGRESS_WINDOW),
         turns: crate::turns::Turns::new(settings.concurrency),
         stacks: stack_store.clone(),
+        owned,
     });
 
     let promotions = leader.promotions();
@@ -212,6 +220,15 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// For `inspect` on a child watch: keeps `owned` up to date with the watch's kind.
+fn observe<K: Resource>(
+    owned: &Arc<owned::Owned>,
+    kind: ChildKind,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+    let owned = owned.clone();
+    move |event| owned.observe(kind, event)
 }
 
 /// Marks the controller synced (the watch channel reconciles wait on, and `Health`) once
@@ -369,7 +386,8 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
                 }
             }
         }
-        match apply::prune(&ctx.writer, &ctx.deployments, &ctx.services, &ctx.azure, stack, &keep).await {
+        let caches = (&ctx.deployments, &ctx.services, &ctx.azure);
+        match apply::prune(&ctx.writer, caches, &ctx.owned, stack, &keep).await {
             Ok(mut pruned) => changes.append(&mut pruned),
             Err(error @ Error::NotLeader) => return Err(error),
             Err(error) => failures.push(error),
