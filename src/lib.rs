@@ -21,3 +21,4 @@ pub mod shard;
 pub mod stack;
 pub mod telemetry;
 pub mod turns;
+pub mod written;

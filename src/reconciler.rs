@@ -159,7 +159,8 @@ where
 /// the recorded one, then publishes one Event if the Ready reason changed (Normal for Ready and
 /// for `normal_reasons`, Warning otherwise).
 ///
-/// Returns whether a write was sent (false: the recorded status is already `status`).
+/// Returns the object as the API server stored it when a write was sent (`None`: the
+/// recorded status is already `status`).
 ///
 /// Errors: `NotLeader`; the status patch fails.
 pub async fn write_status<K: WithStatus>(
@@ -168,9 +169,9 @@ pub async fn write_status<K: WithStatus>(
     object: &K,
     status: &K::Status,
     normal_reasons: &[&str],
-) -> Result<bool> {
+) -> Result<Option<K>> {
     if object.status() == Some(status) {
-        return Ok(false);
+        return Ok(None);
     }
     writer.may_write()?;
     let api: Api<K> = Api::namespaced(writer.client.clone(), &object.namespace().unwrap_or_default());
@@ -192,14 +193,15 @@ pub async fn write_status<K: WithStatus>(
         }
     }
     let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": body});
-    api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+    let written = api
+        .patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(|e| Error::kube(format!("write {} status", K::kind(&())), e))?;
     let previous = object.status().map(K::conditions).unwrap_or_default();
     if let Some(event) = ready_change_event(previous, K::conditions(status), normal_reasons) {
         publish(recorder, object, event).await;
     }
-    Ok(true)
+    Ok(Some(written))
 }
 
 /// Publishes an Event about `object`; a failure is logged, not fatal.

@@ -74,6 +74,7 @@ pub struct Context {
     store: Store<AzureResource>,
     /// Reconciles run in trigger order, `concurrency` at once (`turns`).
     turns: crate::turns::Turns,
+    written: crate::written::Written<AzureResource>,
 }
 
 /// Runs the AzureResource controller until `shutdown`.
@@ -122,6 +123,7 @@ pub async fn run(
         backoff: Backoff::new(Duration::from_secs(2)),
         store: store.clone(),
         turns: crate::turns::Turns::new(settings.concurrency),
+        written: crate::written::Written::default(),
     });
     let promotions = leader.promotions();
     Controller::for_stream(stream, store)
@@ -155,6 +157,9 @@ async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Acti
     let Some((_turn, object)) = ctx.turns.take(&ctx.store, &object).await else {
         return Ok(Action::await_change());
     };
+    // The status records the operation in flight: never act on a cached copy older than our
+    // own last status write (a requeue can come before the watch delivers it).
+    let object = ctx.written.latest(object);
     // Boxed: many reconciles may wait for a turn, each only as big as this frame.
     let work = Box::pin(reconcile_inner(&object, &ctx));
     reconciler::reconcile(CONTROLLER, object.as_ref(), &ctx.writer.metrics, &ctx.backoff, work).await
@@ -261,9 +266,11 @@ fn jittered(resync: Duration) -> Duration {
 }
 
 async fn write_status(object: &AzureResource, ctx: &Context, status: AzureResourceStatus) -> Result<()> {
-    reconciler::write_status(&ctx.writer, &ctx.recorder, object, &status, &[status::PROVISIONING, status::DELETING])
-        .await
-        .map(drop)
+    let reasons = [status::PROVISIONING, status::DELETING];
+    if let Some(written) = reconciler::write_status(&ctx.writer, &ctx.recorder, object, &status, &reasons).await? {
+        ctx.written.record(object, written);
+    }
+    Ok(())
 }
 
 async fn publish(object: &AzureResource, ctx: &Context, event: Event) {

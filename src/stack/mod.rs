@@ -544,7 +544,9 @@ fn record(slot: &mut Option<Error>, error: Error) {
 /// Whether a write was sent (see `reconciler::write_status`).
 async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStackStatus) -> Result<bool> {
     // One Event per change of the Ready reason, so a waiting or failing stack does not spam.
-    reconciler::write_status(&ctx.writer, &ctx.recorder, stack, &status, &[status::REASON_ROLLING_OUT]).await
+    let written =
+        reconciler::write_status(&ctx.writer, &ctx.recorder, stack, &status, &[status::REASON_ROLLING_OUT]).await?;
+    Ok(written.is_some())
 }
 
 /// Publishes an Event on the stack. Failing to publish is logged, not fatal.
