@@ -62,11 +62,29 @@ fn main() {
 
     let run = "cache";
     let mut report = Report::new(Path::new(".local/bench/results.jsonl"));
-    report.add(run, "cache_bytes_deployment", lean[0], "bytes", "a Deployment in the stack controller's cache, with its index entry");
+    report.add(
+        run,
+        "cache_bytes_deployment",
+        lean[0],
+        "bytes",
+        "a Deployment in the stack controller's cache, with its index entry",
+    );
     report.add(run, "cache_bytes_service", lean[1], "bytes", "a Service in the cache, with its index entry");
-    report.add(run, "cache_bytes_stack", lean[2], "bytes", "a SolutionStack in the cache, with its reference-index entry");
+    report.add(
+        run,
+        "cache_bytes_stack",
+        lean[2],
+        "bytes",
+        "a SolutionStack in the cache, with its reference-index entry",
+    );
     report.add(run, "cache_bytes_secret", lean[3], "bytes", "a Secret's metadata in the cache");
-    report.add(run, "cache_mb_per_1000_stacks", per_stack(&lean) / 1e3, "MB", "caches for 1,000 stacks of the bench fleet");
+    report.add(
+        run,
+        "cache_mb_per_1000_stacks",
+        per_stack(&lean) / 1e3,
+        "MB",
+        "caches for 1,000 stacks of the bench fleet",
+    );
     report.add(
         run,
         "cache_mb_per_1000_stacks_typed",

@@ -30,16 +30,22 @@ impl Turns {
     }
 
     /// Waits for a turn, then returns it with the cached version of `object` as it is now;
-    /// `None` when the object left the cache meanwhile (deleted: nothing to reconcile).
+    /// `None` when the object left the cache meanwhile (deleted: nothing to reconcile) or the
+    /// turns were closed (shutting down: a waiting reconcile is dropped, as kube drops
+    /// requests it has not started).
     pub async fn take<K>(&self, store: &Store<K>, object: &K) -> Option<(Turn<'_>, Arc<K>)>
     where
         K: Resource + Clone,
         K::DynamicType: Eq + std::hash::Hash + Clone + Default,
     {
-        // The semaphore is never closed; were it, the reconcile would run without a turn.
-        let permit = self.0.acquire().await.ok();
+        let permit = self.0.acquire().await.ok()?;
         let latest = store.get(&ObjectRef::from_obj(object))?;
-        Some((Turn(permit), latest))
+        Some((Turn(Some(permit)), latest))
+    }
+
+    /// Gives no more turns: reconciles waiting for one end at once; running ones finish.
+    pub fn close(&self) {
+        self.0.close();
     }
 }
 
@@ -134,6 +140,22 @@ mod tests {
         let overtaken = done.overtaken_by.lock().unwrap_or_else(|e| e.into_inner()).clone();
         assert_eq!(overtaken.len(), OBJECTS, "every object is reconciled");
         overtaken.into_values().max().unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn closing_ends_the_waiting_and_not_the_running() {
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Apply(map(0)));
+        let turns = Turns::new(1);
+        let running = turns.take(&store, &map(0)).await;
+        assert!(running.is_some());
+        let first = map(0);
+        let mut waiting = Box::pin(turns.take(&store, &first));
+        assert!(futures::poll!(&mut waiting).is_pending(), "one turn at a time");
+        turns.close();
+        assert!(waiting.await.is_none(), "a waiting reconcile ends once turns are closed");
+        assert!(turns.take(&store, &map(1)).await.is_none());
+        drop(running);
     }
 
     #[tokio::test]

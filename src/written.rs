@@ -62,7 +62,11 @@ mod tests {
 
     fn at(version: &str, data: &str) -> ConfigMap {
         ConfigMap {
-            metadata: ObjectMeta { uid: Some("u".into()), resource_version: Some(version.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                uid: Some("u".into()),
+                resource_version: Some(version.into()),
+                ..Default::default()
+            },
             data: Some([("k".to_owned(), data.to_owned())].into()),
             ..Default::default()
         }

@@ -277,6 +277,9 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
             "s",
             "operator: per stack, create to Ready (p99), all created at once",
         );
+    } else {
+        let ready = seen.count("bench-op-") as f64;
+        report.add(&run, "ready_at_deadline", ready, "stacks", "stacks Ready when the deadline passed (--deadline)");
     }
     report.add(
         &run,

@@ -130,7 +130,13 @@ pub async fn run(
         // No limit in kube's runner: `ctx.turns` limits reconciles, fairly.
         .with_config(controller::Config::default().concurrency(0))
         .reconcile_all_on(promotions)
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .graceful_shutdown_on({
+            let ctx = ctx.clone();
+            async move {
+                shutdown.cancelled().await;
+                ctx.turns.close();
+            }
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {

@@ -205,7 +205,13 @@ pub async fn run(
             references.using_azure(&resource.namespace().unwrap_or_default(), &resource.name_any())
         })
         .reconcile_all_on(promotions)
-        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .graceful_shutdown_on({
+            let ctx = ctx.clone();
+            async move {
+                stop.cancelled().await;
+                ctx.turns.close();
+            }
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
