@@ -49,13 +49,13 @@ fn main() {
         per_child::<Lean<Deployment>>(&deployment, ChildKind::Deployment),
         per_child::<Lean<Service>>(&service, ChildKind::Service),
         per_stack_object(&stack),
-        per_object::<PartialObjectMeta<Secret>>(&secret, citystack::reconciler::strip),
+        per_object::<PartialObjectMeta<Secret>>(&secret, citystack::reconciler::strip, |_| {}),
     ];
     let typed = [
-        per_object::<Deployment>(&deployment, |_| {}),
-        per_object::<Service>(&service, |_| {}),
-        per_object::<SolutionStack>(&stack, |_| {}),
-        per_object::<PartialObjectMeta<Secret>>(&secret, |_| {}),
+        per_object::<Deployment>(&deployment, |_| {}, |_| {}),
+        per_object::<Service>(&service, |_| {}, |_| {}),
+        per_object::<SolutionStack>(&stack, |_| {}, |_| {}),
+        per_object::<PartialObjectMeta<Secret>>(&secret, |_| {}, |_| {}),
     ];
     // The scale bench's fleet: 3 Deployments, 2 Services, the stack, a Secret per 10 stacks.
     let per_stack = |bytes: &[f64; 4]| 3.0 * bytes[0] + 2.0 * bytes[1] + bytes[2] + 0.1 * bytes[3];
@@ -117,63 +117,43 @@ fn copy(objects: &[Value], i: usize) -> String {
     object.to_string()
 }
 
-/// Bytes one object of kind `K` keeps in a reflector store (`modify` is the watch's own
-/// `.modify` step).
-fn per_object<K>(object: &[Value], modify: impl Fn(&mut K)) -> f64
+/// Bytes one object of kind `K` keeps in a reflector store and in what its watch feeds
+/// (`modify` is the watch's own `.modify` step; `observe` its `inspect`, e.g. an index).
+fn per_object<K>(objects: &[Value], modify: impl Fn(&mut K), observe: impl Fn(&watcher::Event<K>)) -> f64
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + 'static,
 {
-    let texts: Vec<String> = (0..COPIES).map(|i| copy(object, i)).collect();
+    let texts: Vec<String> = (0..COPIES).map(|i| copy(objects, i)).collect();
     let before = allocated();
     let (store, mut writer) = reflector::store::<K>();
     for text in &texts {
         let mut parsed: K = serde_json::from_str(text).unwrap_or_else(|e| panic!("{}: {e}", K::kind(&())));
         modify(&mut parsed);
-        writer.apply_watcher_event(&watcher::Event::Apply(parsed));
+        let event = watcher::Event::Apply(parsed);
+        observe(&event);
+        writer.apply_watcher_event(&event);
     }
     let bytes = allocated().saturating_sub(before) as f64 / COPIES as f64;
     keep(&store);
     bytes
 }
 
-/// Like [`per_object`] for a stack's children, whose watches also feed the index of what
-/// each stack controls.
-fn per_child<K>(object: &[Value], kind: ChildKind) -> f64
+/// [`per_object`] for a stack's children, whose watches also feed the index of what each
+/// stack controls.
+fn per_child<K>(objects: &[Value], kind: ChildKind) -> f64
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + 'static,
 {
-    let texts: Vec<String> = (0..COPIES).map(|i| copy(object, i)).collect();
-    let before = allocated();
-    let (store, mut writer) = reflector::store::<K>();
     let owned = Owned::default();
-    for text in &texts {
-        let parsed: K = serde_json::from_str(text).unwrap_or_else(|e| panic!("{}: {e}", K::kind(&())));
-        let event = watcher::Event::Apply(parsed);
-        owned.observe(kind, &Ok(event.clone()));
-        writer.apply_watcher_event(&event);
-    }
-    let bytes = allocated().saturating_sub(before) as f64 / COPIES as f64;
-    keep(&store);
+    let bytes = per_object::<K>(objects, |_| {}, |event| owned.observe(kind, &Ok(event.clone())));
     assert_eq!(owned.len(), COPIES);
     bytes
 }
 
-/// Like [`per_object`] for stacks, whose watch also feeds the reference index.
-fn per_stack_object(object: &[Value]) -> f64 {
-    let texts: Vec<String> = (0..COPIES).map(|i| copy(object, i)).collect();
-    let before = allocated();
-    let (store, mut writer) = reflector::store::<CachedStack>();
+/// [`per_object`] for stacks, whose watch also feeds the reference index.
+fn per_stack_object(objects: &[Value]) -> f64 {
     let index = Index::default();
-    for text in &texts {
-        let parsed: CachedStack = serde_json::from_str(text).unwrap_or_else(|e| panic!("SolutionStack: {e}"));
-        let event = watcher::Event::Apply(parsed);
-        index.observe(&Ok(event.clone()));
-        writer.apply_watcher_event(&event);
-    }
-    let bytes = allocated().saturating_sub(before) as f64 / COPIES as f64;
-    keep(&store);
-    drop(index);
-    bytes
+    per_object::<CachedStack>(objects, |_| {}, |event| index.observe(&Ok(event.clone())))
 }
 
 /// Keeps the store alive until after the measurement.

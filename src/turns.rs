@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 pub struct Turns(Semaphore);
 
 /// A reconcile's turn, held until it is dropped.
-pub struct Turn<'a>(#[allow(dead_code)] Option<SemaphorePermit<'a>>);
+pub struct Turn<'a>(#[allow(dead_code)] SemaphorePermit<'a>);
 
 impl Turns {
     /// At most `concurrency` reconciles at once (0: no limit).
@@ -40,7 +40,7 @@ impl Turns {
     {
         let permit = self.0.acquire().await.ok()?;
         let latest = store.get(&ObjectRef::from_obj(object))?;
-        Some((Turn(Some(permit)), latest))
+        Some((Turn(permit), latest))
     }
 
     /// Gives no more turns: reconciles waiting for one end at once; running ones finish.
