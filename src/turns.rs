@@ -1,51 +1,162 @@
-//! Reconciles take turns in the order they were triggered.
+//! Reconciles take turns: progress first, otherwise in the order they were triggered.
 //!
 //! kube's controller runner, given a concurrency limit, parks every request that falls due
 //! while its slots are busy in a hash set, and starts them in the set's iteration order. Under
 //! sustained load (a fleet rolling out: thousands of child events a minute) an object whose
 //! hash sorts late waits for as long as the load lasts; a 10,000-stack bench run had stacks
 //! created in its first minute still unreconciled 20 minutes later while later ones were
-//! Ready. So the runner runs without a limit, and each reconcile first takes a turn here: a
-//! fair semaphore (tokio's grants permits first come, first served) with the configured
-//! number of permits. A reconcile that waited reads its object again from the cache, so it
-//! never acts on the version it was triggered with.
+//! Ready. So the runner runs without a limit, and each reconcile first takes a turn here, one
+//! of the configured number. A reconcile that waited reads its object again from the cache,
+//! so it never acts on the version it was triggered with.
+//!
+//! Waiting reconciles form two queues, each first come, first served. [`Class::Progress`]
+//! (the object was already reconciled at its generation: its children moved, a resync) goes
+//! ahead of [`Class::Fresh`] (a new or changed object). Under a burst of creations, plain
+//! first come, first served ran every stack's first reconcile before any stack's second, so
+//! no stack of a 10,000-stack burst became Ready for the better part of an hour; progress
+//! work ends by itself as children become ready. So that a stream of progress can never
+//! starve new objects, every [`PROGRESS_STREAK`]th turn given while both queues wait goes to
+//! a fresh one.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::oneshot;
+
+/// Turns given to progress in a row, while fresh reconciles wait, before one goes to a fresh
+/// reconcile.
+pub const PROGRESS_STREAK: u32 = 4;
+
+/// Which queue a waiting reconcile joins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Already reconciled at its current generation (status.observedGeneration equals
+    /// metadata.generation, the Kubernetes API convention): following its children.
+    Progress,
+    /// New, or its spec changed since it was last reconciled.
+    Fresh,
+}
+
+impl Class {
+    /// The class of an object with `generation` whose status observed `observed`.
+    pub fn of(generation: Option<i64>, observed: Option<i64>) -> Self {
+        if observed.is_some() && observed == generation { Self::Progress } else { Self::Fresh }
+    }
+}
 
 /// Turns for the reconciles of one controller.
-pub struct Turns(Semaphore);
+pub struct Turns(Arc<Inner>);
 
-/// A reconcile's turn, held until it is dropped.
-pub struct Turn<'a>(#[allow(dead_code)] SemaphorePermit<'a>);
+struct Inner(Mutex<Queue>);
+
+#[derive(Default)]
+struct Queue {
+    free: usize,
+    closed: bool,
+    progress: VecDeque<oneshot::Sender<Turn>>,
+    fresh: VecDeque<oneshot::Sender<Turn>>,
+    /// Turns given to progress in a row while fresh reconciles waited.
+    streak: u32,
+}
+
+impl Queue {
+    /// The next waiter to give a turn to.
+    fn next(&mut self) -> Option<oneshot::Sender<Turn>> {
+        if self.fresh.is_empty() || (self.streak < PROGRESS_STREAK && !self.progress.is_empty()) {
+            let next = self.progress.pop_front();
+            self.streak = if self.fresh.is_empty() { 0 } else { self.streak + u32::from(next.is_some()) };
+            next.or_else(|| self.fresh.pop_front())
+        } else {
+            self.streak = 0;
+            self.fresh.pop_front()
+        }
+    }
+}
+
+impl Inner {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A reconcile's turn, held until it is dropped; dropping it gives the turn to the next
+/// waiter.
+pub struct Turn(Option<Arc<Inner>>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(inner) = self.0.take() else { return };
+        loop {
+            let Some(next) = ({
+                let mut queue = inner.queue();
+                let next = queue.next();
+                if next.is_none() {
+                    queue.free += 1;
+                }
+                next
+            }) else {
+                return;
+            };
+            // A waiter that went away (its reconcile dropped) hands it on to the next.
+            match next.send(Turn(Some(inner.clone()))) {
+                Ok(()) => return,
+                Err(mut unclaimed) => unclaimed.0 = None,
+            }
+        }
+    }
+}
 
 impl Turns {
     /// At most `concurrency` reconciles at once (0: no limit).
     pub fn new(concurrency: u16) -> Self {
-        let permits = if concurrency == 0 { Semaphore::MAX_PERMITS } else { usize::from(concurrency) };
-        Self(Semaphore::new(permits))
+        let free = if concurrency == 0 { usize::MAX } else { usize::from(concurrency) };
+        Self(Arc::new(Inner(Mutex::new(Queue { free, ..Queue::default() }))))
     }
 
-    /// Waits for a turn, then returns it with the cached version of `object` as it is now;
-    /// `None` when the object left the cache meanwhile (deleted: nothing to reconcile) or the
-    /// turns were closed (shutting down: a waiting reconcile is dropped, as kube drops
-    /// requests it has not started).
-    pub async fn take<K>(&self, store: &Store<K>, object: &K) -> Option<(Turn<'_>, Arc<K>)>
+    /// Waits for a turn in the queue `class` picks for the cached version of `object`, then
+    /// returns the turn with the cached version as it is now; `None` when the object left the
+    /// cache meanwhile (deleted: nothing to reconcile) or the turns were closed (shutting
+    /// down: a waiting reconcile is dropped, as kube drops requests it has not started).
+    pub async fn take<K>(&self, store: &Store<K>, object: &K, class: impl FnOnce(&K) -> Class) -> Option<(Turn, Arc<K>)>
     where
         K: Resource + Clone,
         K::DynamicType: Eq + std::hash::Hash + Clone + Default,
     {
-        let permit = self.0.acquire().await.ok()?;
-        let latest = store.get(&ObjectRef::from_obj(object))?;
-        Some((Turn(permit), latest))
+        let key = ObjectRef::from_obj(object);
+        let class = class(store.get(&key)?.as_ref());
+        let waiting = {
+            let mut queue = self.0.queue();
+            if queue.closed {
+                return None;
+            }
+            if queue.free > 0 && queue.progress.is_empty() && queue.fresh.is_empty() {
+                queue.free -= 1;
+                None
+            } else {
+                let (sender, receiver) = oneshot::channel();
+                match class {
+                    Class::Progress => queue.progress.push_back(sender),
+                    Class::Fresh => queue.fresh.push_back(sender),
+                }
+                Some(receiver)
+            }
+        };
+        let turn = match waiting {
+            None => Turn(Some(self.0.clone())),
+            Some(receiver) => receiver.await.ok()?,
+        };
+        let latest = store.get(&key)?;
+        Some((turn, latest))
     }
 
     /// Gives no more turns: reconciles waiting for one end at once; running ones finish.
     pub fn close(&self) {
-        self.0.close();
+        let mut queue = self.0.queue();
+        queue.closed = true;
+        queue.progress.clear();
+        queue.fresh.clear();
     }
 }
 
@@ -85,7 +196,7 @@ mod tests {
 
     async fn reconcile(object: Arc<ConfigMap>, ctx: Arc<Ctx>) -> Result<Action, std::convert::Infallible> {
         let _turn = match &ctx.turns {
-            Some(turns) => match turns.take(&ctx.store, &object).await {
+            Some(turns) => match turns.take(&ctx.store, &object, |_| Class::Fresh).await {
                 Some((turn, _)) => Some(turn),
                 None => return Ok(Action::await_change()),
             },
@@ -147,14 +258,14 @@ mod tests {
         let (store, mut writer) = reflector::store();
         writer.apply_watcher_event(&watcher::Event::Apply(map(0)));
         let turns = Turns::new(1);
-        let running = turns.take(&store, &map(0)).await;
+        let running = turns.take(&store, &map(0), |_| Class::Fresh).await;
         assert!(running.is_some());
         let first = map(0);
-        let mut waiting = Box::pin(turns.take(&store, &first));
+        let mut waiting = Box::pin(turns.take(&store, &first, |_| Class::Progress));
         assert!(futures::poll!(&mut waiting).is_pending(), "one turn at a time");
         turns.close();
         assert!(waiting.await.is_none(), "a waiting reconcile ends once turns are closed");
-        assert!(turns.take(&store, &map(1)).await.is_none());
+        assert!(turns.take(&store, &map(0), |_| Class::Fresh).await.is_none());
         drop(running);
     }
 
@@ -166,5 +277,86 @@ mod tests {
         // Turns: triggered first, run first.
         let fair = worst_wait(Some(Turns::new(2)), 0).await;
         assert!(fair < 2, "an object waited while another ran {fair} times");
+    }
+
+    type Waiter<'a> = futures::future::BoxFuture<'a, Option<(Turn, Arc<ConfigMap>)>>;
+
+    /// Reconciles of `class` for the objects `names`, not yet polled, each with its name.
+    fn waiters<'a>(
+        turns: &'a Turns,
+        store: &'a Store<ConfigMap>,
+        class: Class,
+        names: std::ops::Range<usize>,
+    ) -> Vec<(usize, Waiter<'a>)> {
+        names.map(|i| (i, Box::pin(async move { turns.take(store, &map(i), |_| class).await }) as _)).collect()
+    }
+
+    #[tokio::test]
+    async fn progress_goes_first_and_fresh_reconciles_still_get_turns() {
+        let (store, mut writer) = reflector::store();
+        for i in 0..20 {
+            writer.apply_watcher_event(&watcher::Event::Apply(map(i)));
+        }
+        let turns = Turns::new(1);
+        let held = turns.take(&store, &map(0), |_| Class::Fresh).await;
+        // Fresh 0..5 queue first, then progress 5..20.
+        let mut waiting = waiters(&turns, &store, Class::Fresh, 0..5);
+        waiting.extend(waiters(&turns, &store, Class::Progress, 5..20));
+        for (_, waiter) in &mut waiting {
+            assert!(futures::poll!(waiter).is_pending());
+        }
+        drop(held);
+        let mut order = Vec::new();
+        while !waiting.is_empty() {
+            let mut granted = None;
+            for (at, (i, waiter)) in waiting.iter_mut().enumerate() {
+                if let std::task::Poll::Ready(turn) = futures::poll!(waiter) {
+                    assert!(turn.is_some());
+                    granted = Some((at, *i, turn));
+                    break;
+                }
+            }
+            let Some((at, i, turn)) = granted else { panic!("a turn was released and nobody got it") };
+            order.push(i);
+            drop(waiting.remove(at));
+            drop(turn);
+        }
+        let streak = PROGRESS_STREAK as usize;
+        // Progress first, in order, with a fresh one after each streak; fresh ones in order.
+        let mut expected = Vec::new();
+        let (mut progress, mut fresh) = ((5..20).peekable(), (0..5).peekable());
+        while progress.peek().is_some() || fresh.peek().is_some() {
+            expected.extend(progress.by_ref().take(if fresh.peek().is_some() { streak } else { usize::MAX }));
+            expected.extend(fresh.next());
+        }
+        assert_eq!(order, expected);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_went_away_passes_its_turn_on() {
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Apply(map(0)));
+        writer.apply_watcher_event(&watcher::Event::Apply(map(1)));
+        let turns = Turns::new(1);
+        let held = turns.take(&store, &map(0), |_| Class::Fresh).await;
+        let (first, second) = (map(0), map(1));
+        let mut gone = Box::pin(turns.take(&store, &first, |_| Class::Progress));
+        assert!(futures::poll!(&mut gone).is_pending());
+        let mut next = Box::pin(turns.take(&store, &second, |_| Class::Fresh));
+        assert!(futures::poll!(&mut next).is_pending());
+        drop(gone);
+        drop(held);
+        let Some((turn, object)) = next.await else { panic!("the turn was lost") };
+        assert_eq!(object.metadata.name.as_deref(), Some("cm-1"));
+        drop(turn);
+        assert!(turns.take(&store, &map(0), |_| Class::Fresh).await.is_some(), "the turn came back");
+    }
+
+    #[test]
+    fn an_object_reconciled_at_its_generation_is_progress() {
+        assert_eq!(Class::of(Some(3), Some(3)), Class::Progress);
+        assert_eq!(Class::of(Some(4), Some(3)), Class::Fresh);
+        assert_eq!(Class::of(Some(1), None), Class::Fresh);
+        assert_eq!(Class::of(None, None), Class::Fresh);
     }
 }

@@ -160,7 +160,10 @@ fn recorded_operation(object: &AzureResource) -> Option<u64> {
 }
 
 async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Action> {
-    let Some((_turn, object)) = ctx.turns.take(&ctx.store, &object).await else {
+    let class = |object: &AzureResource| {
+        crate::turns::Class::of(object.metadata.generation, object.status.as_ref().and_then(|s| s.observed_generation))
+    };
+    let Some((_turn, object)) = ctx.turns.take(&ctx.store, &object, class).await else {
         return Ok(Action::await_change());
     };
     // The status records the operation in flight: never act on a cached copy older than our

@@ -223,6 +223,13 @@ impl<K: Child> Lean<K> {
         object
     }
 
+    /// Some fields of the object: `T` names only those (serde skips the rest unparsed, far
+    /// cheaper than [`Lean::parse`]); `None` if the kept text does not parse as `T`.
+    pub fn view<T: DeserializeOwned>(&self) -> Option<T> {
+        let text = K::dictionary().unpack(&self.packed)?;
+        serde_json::from_slice(&text).ok()
+    }
+
     /// The object, typed; `None` only if the kept text no longer parses as `K` (a bug).
     pub fn object(&self) -> Option<K> {
         self.parse().ok()

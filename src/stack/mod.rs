@@ -273,8 +273,23 @@ impl SyncTracker {
     }
 }
 
+/// Which queue a stack's reconcile waits in: progress when its status observed its generation.
+fn class(stack: &CachedStack) -> crate::turns::Class {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Observed {
+        observed_generation: Option<i64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct View {
+        status: Option<Observed>,
+    }
+    let observed = stack.view::<View>().and_then(|view| view.status?.observed_generation);
+    crate::turns::Class::of(stack.metadata.generation, observed)
+}
+
 async fn reconcile(cached: Arc<CachedStack>, ctx: Arc<Context>) -> Result<Action> {
-    let Some((_turn, cached)) = ctx.turns.take(&ctx.stacks, &cached).await else {
+    let Some((_turn, cached)) = ctx.turns.take(&ctx.stacks, &cached, class).await else {
         return Ok(Action::await_change());
     };
     // Boxed: thousands of reconciles may wait for a turn, each only as big as this frame.
