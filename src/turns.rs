@@ -15,8 +15,8 @@
 //! first come, first served ran every stack's first reconcile before any stack's second, so
 //! no stack of a 10,000-stack burst became Ready for the better part of an hour; progress
 //! work ends by itself as children become ready. So that a stream of progress can never
-//! starve new objects, every [`PROGRESS_STREAK`]th turn given while both queues wait goes to
-//! a fresh one.
+//! starve new objects, after [`PROGRESS_STREAK`] progress turns in a row while fresh ones
+//! wait, the next turn goes to a fresh one.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,8 +25,7 @@ use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::oneshot;
 
-/// Turns given to progress in a row, while fresh reconciles wait, before one goes to a fresh
-/// reconcile.
+/// Turns given to progress in a row while fresh reconciles wait; the next goes to a fresh one.
 pub const PROGRESS_STREAK: u32 = 4;
 
 /// Which queue a waiting reconcile joins.
@@ -62,17 +61,34 @@ struct Queue {
 }
 
 impl Queue {
-    /// The next waiter to give a turn to.
+    /// The next waiter to give a turn to: progress, unless fresh reconciles have waited
+    /// through [`PROGRESS_STREAK`] progress turns in a row.
     fn next(&mut self) -> Option<oneshot::Sender<Turn>> {
-        if self.fresh.is_empty() || (self.streak < PROGRESS_STREAK && !self.progress.is_empty()) {
-            let next = self.progress.pop_front();
-            self.streak = if self.fresh.is_empty() { 0 } else { self.streak + u32::from(next.is_some()) };
-            next.or_else(|| self.fresh.pop_front())
-        } else {
-            self.streak = 0;
-            self.fresh.pop_front()
+        // Waiters that went away (their reconcile dropped) take no turn and count for nothing.
+        for queue in [&mut self.progress, &mut self.fresh] {
+            while queue.front().is_some_and(oneshot::Sender::is_closed) {
+                queue.pop_front();
+            }
         }
+        if !self.fresh.is_empty() && (self.progress.is_empty() || self.streak >= PROGRESS_STREAK) {
+            self.streak = 0;
+            return self.fresh.pop_front();
+        }
+        self.streak = if self.fresh.is_empty() { 0 } else { self.streak + 1 };
+        self.progress.pop_front()
     }
+}
+
+/// Where a reconcile asking for a turn stands.
+enum Place {
+    /// It has one.
+    Now(Turn),
+    /// It waits in a queue for this.
+    Waiting(oneshot::Receiver<Turn>),
+    /// It must queue; its class decides where.
+    Unclassed,
+    /// No more turns are given.
+    Closed,
 }
 
 impl Inner {
@@ -125,30 +141,45 @@ impl Turns {
         K::DynamicType: Eq + std::hash::Hash + Clone + Default,
     {
         let key = ObjectRef::from_obj(object);
-        let class = class(store.get(&key)?.as_ref());
-        let waiting = {
-            let mut queue = self.0.queue();
-            if queue.closed {
-                return None;
-            }
-            if queue.free > 0 && queue.progress.is_empty() && queue.fresh.is_empty() {
-                queue.free -= 1;
-                None
-            } else {
-                let (sender, receiver) = oneshot::channel();
-                match class {
-                    Class::Progress => queue.progress.push_back(sender),
-                    Class::Fresh => queue.fresh.push_back(sender),
-                }
-                Some(receiver)
-            }
+        let mut place = self.place(None);
+        if matches!(place, Place::Unclassed) {
+            // Classed outside the lock and only when it must wait: for a stack it means
+            // unpacking its cached text.
+            let class = class(store.get(&key)?.as_ref());
+            place = self.place(Some(class));
+        }
+        let turn = match place {
+            Place::Now(turn) => turn,
+            Place::Waiting(receiver) => receiver.await.ok()?,
+            Place::Unclassed | Place::Closed => return None,
         };
-        let turn = match waiting {
-            None => Turn(Some(self.0.clone())),
-            Some(receiver) => receiver.await.ok()?,
-        };
+        // Closed between the hand-over and now: the turn goes back unused.
+        let closed = self.0.queue().closed;
+        if closed {
+            return None;
+        }
         let latest = store.get(&key)?;
         Some((turn, latest))
+    }
+
+    /// A turn now if one is free and nobody waits; else a place in `class`'s queue, or
+    /// [`Place::Unclassed`] without a class.
+    fn place(&self, class: Option<Class>) -> Place {
+        let mut queue = self.0.queue();
+        if queue.closed {
+            return Place::Closed;
+        }
+        if queue.free > 0 && queue.progress.is_empty() && queue.fresh.is_empty() {
+            queue.free -= 1;
+            return Place::Now(Turn(Some(self.0.clone())));
+        }
+        let Some(class) = class else { return Place::Unclassed };
+        let (sender, receiver) = oneshot::channel();
+        match class {
+            Class::Progress => queue.progress.push_back(sender),
+            Class::Fresh => queue.fresh.push_back(sender),
+        }
+        Place::Waiting(receiver)
     }
 
     /// Gives no more turns: reconciles waiting for one end at once; running ones finish.
@@ -337,19 +368,40 @@ mod tests {
         let (store, mut writer) = reflector::store();
         writer.apply_watcher_event(&watcher::Event::Apply(map(0)));
         writer.apply_watcher_event(&watcher::Event::Apply(map(1)));
-        let turns = Turns::new(1);
-        let held = turns.take(&store, &map(0), |_| Class::Fresh).await;
         let (first, second) = (map(0), map(1));
+        let turns = Turns::new(1);
+        // Gone before the turn was handed over.
+        let held = turns.take(&store, &first, |_| Class::Fresh).await;
         let mut gone = Box::pin(turns.take(&store, &first, |_| Class::Progress));
         assert!(futures::poll!(&mut gone).is_pending());
         let mut next = Box::pin(turns.take(&store, &second, |_| Class::Fresh));
         assert!(futures::poll!(&mut next).is_pending());
         drop(gone);
         drop(held);
-        let Some((turn, object)) = next.await else { panic!("the turn was lost") };
+        let granted = tokio::time::timeout(Duration::from_secs(5), next).await;
+        let Ok(Some((turn, object))) = granted else { panic!("the turn was lost") };
         assert_eq!(object.metadata.name.as_deref(), Some("cm-1"));
+        // Gone after the turn was handed over, before it was received.
+        let mut sent = Box::pin(turns.take(&store, &first, |_| Class::Fresh));
+        assert!(futures::poll!(&mut sent).is_pending());
         drop(turn);
-        assert!(turns.take(&store, &map(0), |_| Class::Fresh).await.is_some(), "the turn came back");
+        drop(sent);
+        let again = tokio::time::timeout(Duration::from_secs(5), turns.take(&store, &first, |_| Class::Fresh)).await;
+        assert!(matches!(again, Ok(Some(_))), "the turn came back");
+    }
+
+    #[tokio::test]
+    async fn a_turn_handed_over_as_turns_close_is_not_used() {
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Apply(map(0)));
+        let object = map(0);
+        let turns = Turns::new(1);
+        let held = turns.take(&store, &object, |_| Class::Fresh).await;
+        let mut waiting = Box::pin(turns.take(&store, &object, |_| Class::Fresh));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        drop(held);
+        turns.close();
+        assert!(waiting.await.is_none(), "a reconcile started after shutdown began");
     }
 
     #[test]
