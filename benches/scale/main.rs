@@ -62,7 +62,8 @@ struct Args {
     /// Skip the bare client (the ratio is then not reported).
     #[arg(long)]
     skip_bare: bool,
-    /// Deadline of each wait, seconds.
+    /// Deadline of each wait, seconds; a stack fleet not Ready by then reports how many stacks
+    /// were (`ready_at_deadline`) and skips its steady-state phases.
     #[arg(long, default_value_t = 3600)]
     deadline: u64,
     /// Where JSON lines are appended; the table goes next to it as `.md`.
@@ -237,7 +238,8 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
     let machine_before = process::machine_cpu();
     eprintln!("bench: creating {n} SolutionStacks");
     fleet::create_stacks(client, 0..n, "op", args.per_namespace, recorder(&created)).await;
-    if seen.wait("bench-op-", n, deadline).await {
+    let converged = seen.wait("bench-op-", n, deadline).await;
+    if converged {
         let created = created.lock().map(|s| s.clone()).unwrap_or_default();
         let mut latencies = Vec::new();
         let mut last = None::<Instant>;
@@ -335,6 +337,12 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
         "MB",
         "allocator's resident pages, converged (all replicas)",
     );
+    if !converged {
+        // Quiet windows, restarts and resyncs mean nothing while the fleet still rolls out.
+        eprintln!("bench: --deadline passed before the fleet was Ready; steady-state phases skipped");
+        operator.stop();
+        return;
+    }
 
     // Quiet window: nothing changes, so nothing should be written and little CPU used. The
     // control plane first finishes its own writes (the controller manager's late Events and
