@@ -189,7 +189,12 @@ async fn reconcile_inner(object: &AzureResource, ctx: &Context) -> Result<Action
     };
     // A finalizer only when Azure cleanup is ours to do; then the cleanup's credential is held
     // so that deleting the namespace cannot remove it first.
-    ensure_finalizer(object, ctx, target.policy == DeletionPolicy::Delete).await?;
+    let patched = ensure_finalizer(object, ctx, target.policy == DeletionPolicy::Delete).await?;
+    // Later writes go over the patched version, so read-your-writes knows both.
+    if let Some(patched) = &patched {
+        ctx.written.record(object, patched.clone());
+    }
+    let object = patched.as_ref().unwrap_or(object);
     if let (DeletionPolicy::Delete, Some((secret, false))) = (target.policy, &target.credential_secret) {
         ctx.writer.may_write()?;
         hold::hold(&ctx.writer.client, &object.namespace().unwrap_or_default(), secret).await?;
@@ -288,10 +293,11 @@ async fn publish(object: &AzureResource, ctx: &Context, event: Event) {
     reconciler::publish(&ctx.recorder, object, event).await;
 }
 
-async fn ensure_finalizer(object: &AzureResource, ctx: &Context, wanted: bool) -> Result<()> {
+/// Adds or removes our finalizer as `wanted`; the patched object when it wrote one.
+async fn ensure_finalizer(object: &AzureResource, ctx: &Context, wanted: bool) -> Result<Option<AzureResource>> {
     let has = object.finalizers().iter().any(|f| f == FINALIZER);
     if has == wanted {
-        return Ok(());
+        return Ok(None);
     }
     ctx.writer.may_write()?;
     let mut finalizers: Vec<String> = object.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
@@ -300,10 +306,11 @@ async fn ensure_finalizer(object: &AzureResource, ctx: &Context, wanted: bool) -
     }
     let api: Api<AzureResource> = Api::namespaced(ctx.writer.client.clone(), &object.namespace().unwrap_or_default());
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": object.resource_version()}});
-    api.patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    let patched = api
+        .patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| Error::kube("update finalizers", e))?;
-    Ok(())
+    Ok(Some(patched))
 }
 
 /// Deletion: with policy Delete, delete in Azure what this object owns (see
