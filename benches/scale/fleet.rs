@@ -82,6 +82,44 @@ pub async fn prepare_namespaces(client: &Client, names: &[String]) {
         .await;
 }
 
+/// Deletes the namespaces `names` and waits (at most `deadline`) until the API server no
+/// longer lists any of them, so that their objects no longer cost the control plane anything
+/// (a later phase would otherwise pay for them).
+pub async fn remove_namespaces(client: &Client, names: &[String], deadline: std::time::Duration) {
+    let api = Api::<Namespace>::all(client.clone());
+    futures::stream::iter(names.iter().cloned())
+        .for_each_concurrent(8, |name| {
+            let api = api.clone();
+            async move {
+                if let Err(e) = api.delete(&name, &Default::default()).await {
+                    eprintln!("bench: deleting namespace {name}: {e}");
+                }
+            }
+        })
+        .await;
+    let wanted: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    let until = std::time::Instant::now() + deadline;
+    let selector = kube::api::ListParams::default().labels(&format!("{BENCH_LABEL}=namespace"));
+    loop {
+        let left = match api.list_metadata(&selector).await {
+            Ok(list) => list.items.iter().filter(|ns| wanted.contains(ns.name_any().as_str())).count(),
+            Err(e) => {
+                eprintln!("bench: listing namespaces: {e}");
+                usize::MAX
+            }
+        };
+        if left == 0 {
+            return;
+        }
+        if std::time::Instant::now() > until {
+            eprintln!("bench: {left} namespaces still terminating after {deadline:?}");
+            return;
+        }
+        eprintln!("bench: {left} namespaces terminating");
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+}
+
 /// The children the operator renders for stack `i` in `namespace`, with the binding
 /// resolved exactly as it resolves it (same Secret data, same hash), without an owner (no
 /// stack exists), labelled for the bench instead of `managed-by: citystack` so the operator's

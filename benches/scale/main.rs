@@ -207,6 +207,14 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
         }
     }
 
+    if !args.skip_bare {
+        // The operator phase must not pay for the bare fleet: per-object costs of the control
+        // plane (kwok's pod work, the ClusterIP allocator, watch-cache consistency checks)
+        // grow with what the cluster holds.
+        eprintln!("bench: removing the bare client's namespaces");
+        fleet::remove_namespaces(client, &namespaces("bare"), deadline).await;
+    }
+
     // 2. The operator.
     fleet::prepare_namespaces(client, &namespaces("op")).await;
     fleet::prepare_namespaces(client, &["bench-idle-0".to_owned()]).await;
