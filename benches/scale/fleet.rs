@@ -101,21 +101,20 @@ pub async fn remove_namespaces(client: &Client, names: &[String], deadline: std:
     let until = std::time::Instant::now() + deadline;
     let selector = kube::api::ListParams::default().labels(&format!("{BENCH_LABEL}=namespace"));
     loop {
-        let left = match api.list_metadata(&selector).await {
-            Ok(list) => list.items.iter().filter(|ns| wanted.contains(ns.name_any().as_str())).count(),
-            Err(e) => {
-                eprintln!("bench: listing namespaces: {e}");
-                usize::MAX
+        match api.list_metadata(&selector).await {
+            Ok(list) => {
+                let left = list.items.iter().filter(|ns| wanted.contains(ns.name_any().as_str())).count();
+                if left == 0 {
+                    return;
+                }
+                eprintln!("bench: {left} namespaces terminating");
             }
-        };
-        if left == 0 {
-            return;
+            Err(e) => eprintln!("bench: listing namespaces: {e}"),
         }
         if std::time::Instant::now() > until {
-            eprintln!("bench: {left} namespaces still terminating after {deadline:?}");
+            eprintln!("bench: namespaces still terminating after {deadline:?}");
             return;
         }
-        eprintln!("bench: {left} namespaces terminating");
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     }
 }

@@ -50,8 +50,8 @@ pub struct AzureArgs {
     pub azure_subscription_id: Option<String>,
     /// Seconds between reads of a provisioned resource in Azure (one GET and, for kinds with
     /// keys, one list-keys call each), lengthened by up to 20 % so resources spread out (never
-    /// shortened): the default costs at most 2 ARM reads per resource-hour. A change to the object (spec or an
-    /// annotation such as `citystack.io/refresh`) reads it at once.
+    /// shortened): the default costs at most 2 ARM reads per resource-hour. A change to the
+    /// object (spec or an annotation such as `citystack.io/refresh`) reads it at once.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub azure_resync: u64,
     /// Seconds a long-running ARM operation is followed before it is dropped and the
