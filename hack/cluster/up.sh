@@ -9,7 +9,9 @@
 # CITYSTACK_{ETCD_CLIENT,ETCD_PEER,APISERVER,KCM,SCHEDULER}_PORT. Deadline per phase:
 # CITYSTACK_UP_TIMEOUT seconds (default 120). Fake nodes: CITYSTACK_NODES (default 2), each
 # with room for CITYSTACK_NODE_PODS pods (default 110, the kubelet's default; `make bench`
-# raises it). Stop with hack/cluster/down.sh [STATE_DIR].
+# raises it). CITYSTACK_KWOK_PORT, when set, makes kwok serve /metrics and /debug/pprof on
+# that loopback port (for profiling the fake nodes under a bench). Stop with
+# hack/cluster/down.sh [STATE_DIR].
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -326,20 +328,42 @@ start kube-controller-manager \
   --service-cluster-ip-range=10.96.0.0/16 \
   --controllers='*'
 
+# The system default topology spreading (by zone and by hostname, for every pod a Service or
+# ReplicaSet selects) is switched off: fake nodes have no zones and no real placement, and
+# its scoring counts every matching pod on every node for each pod scheduled, which with a
+# few thousand pods per fake node took 70 % of the scheduler's CPU and capped a 30,000-pod
+# bench at ~20 pods a second. The client limits match the controller manager's.
 sched_kc="$pki/kube-scheduler.kubeconfig"
+cat >"$state/kube-scheduler.yaml" <<EOF
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: $sched_kc
+  qps: 200
+  burst: 400
+leaderElection:
+  leaderElect: false
+profiles:
+- schedulerName: default-scheduler
+  pluginConfig:
+  - name: PodTopologySpread
+    args:
+      defaultingType: List
+EOF
 start kube-scheduler \
-  --kubeconfig="$sched_kc" \
+  --config="$state/kube-scheduler.yaml" \
   --bind-address=127.0.0.1 \
   --secure-port="$p_sched" \
-  --cert-dir="$pki/scheduler-generated" \
-  --leader-elect=false
+  --cert-dir="$pki/scheduler-generated"
 
 # The kwok binary has no built-in stages (kwokctl normally injects them), so we pass the
 # upstream defaults from kwok/stages.yaml. KWOK_WORKDIR keeps a developer's
 # ~/.kwok/kwok.yaml from being merged in. The lease duration makes kwok renew node Leases,
-# which is what the node lifecycle controller treats as the heartbeat; no --server-address
-# or --node-port, so kwok opens no port of its own.
-KWOK_WORKDIR="$state/kwok-workdir" start kwok \
+# which is what the node lifecycle controller treats as the heartbeat. No --node-port, and
+# --server-address only when asked for, so by default kwok opens no port of its own.
+kwok_serve=()
+[ -z "${CITYSTACK_KWOK_PORT:-}" ] || kwok_serve=(--server-address="127.0.0.1:$CITYSTACK_KWOK_PORT")
+KWOK_WORKDIR="$state/kwok-workdir" start kwok "${kwok_serve[@]}" \
   --kubeconfig="$pki/kwok.kubeconfig" \
   --config="$here/kwok/stages.yaml" \
   --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
