@@ -137,6 +137,21 @@ fn starts(n: usize) -> Starts {
     Arc::new(Mutex::new(vec![None; n]))
 }
 
+/// How long the fleet's Deployments took to be created, from `first` (the first stack
+/// created or applied): the writer's share of a converge, before the cluster's own work.
+fn children_created(
+    report: &mut Report,
+    run: &str,
+    figure: &'static str,
+    seen: &watch::Seen,
+    prefix: &str,
+    first: Instant,
+) {
+    if let Some(last) = seen.last(prefix) {
+        report.add(run, figure, secs(first, last), "s", "first create to the fleet's last Deployment created");
+    }
+}
+
 fn recorder(starts: &Starts) -> Arc<dyn Fn(usize) + Send + Sync> {
     let starts = starts.clone();
     Arc::new(move |i| {
@@ -161,6 +176,7 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
     if !args.skip_bare {
         fleet::prepare_namespaces(client, &namespaces("bare")).await;
         let seen = watch::deployments(client, &format!("{}=bare", fleet::BENCH_LABEL));
+        let children = watch::deployments_created(client);
         let started = starts(n);
         let machine_before = process::machine_cpu();
         eprintln!("bench: bare client applies {n} stacks' children");
@@ -189,6 +205,7 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
                     "bare client: first apply to last stack's Deployments available",
                 );
                 machine_share(report, &run, "bare_machine_cpu_share", machine_before, seconds);
+                children_created(report, &run, "bare_children_created_seconds", &children, "bench-bare-", first);
                 report.add(
                     &run,
                     "bare_p50_seconds",
@@ -239,6 +256,7 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
     );
     let heap_empty = operator.metric("citystack_heap_allocated_bytes", &[]).await / 1e6;
     let seen = watch::stacks(client);
+    let children = watch::deployments_created(client);
     let created = starts(n);
     let cpu_before = operator.cpu_seconds();
     let (requests_before, writes_before) = (operator.requests().await, operator.writes().await);
@@ -263,6 +281,7 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
             let seconds = secs(first, last);
             report.add(&run, "converge_seconds", seconds, "s", "operator: first stack created to last stack Ready");
             machine_share(report, &run, "machine_cpu_share", machine_before, seconds);
+            children_created(report, &run, "children_created_seconds", &children, "bench-op-", first);
             if let Some(bare) = bare_seconds.filter(|b| *b > 0.0) {
                 report.add(
                     &run,

@@ -28,6 +28,12 @@ impl Seen {
         self.ready.lock().ok().and_then(|r| r.get(key).copied())
     }
 
+    /// The latest first-seen time among keys under `prefix`.
+    pub fn last(&self, prefix: &str) -> Option<Instant> {
+        let ready = self.ready.lock().ok()?;
+        ready.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, t)| *t).max()
+    }
+
     pub fn count(&self, prefix: &str) -> usize {
         self.ready.lock().map(|r| r.keys().filter(|k| k.starts_with(prefix)).count()).unwrap_or(0)
     }
@@ -108,6 +114,11 @@ pub fn deployments(client: &Client, labels: &str) -> Seen {
             && status.available_replicas.unwrap_or(0) >= want
             && status.updated_replicas.unwrap_or(0) >= want
     })
+}
+
+/// Marks every Deployment when first seen: when its creation reached the watch cache.
+pub fn deployments_created(client: &Client) -> Seen {
+    watch(client, watcher::Config::default(), |_: &Deployment| true)
 }
 
 /// Marks AzureResources Ready=True at their current generation.

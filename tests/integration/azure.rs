@@ -28,6 +28,14 @@ pub struct Sim {
     ca_file: PathBuf,
 }
 
+impl Drop for Sim {
+    /// The CA file is named after the simulator's port: left behind, every run would add
+    /// dozens to the temp directory.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.ca_file);
+    }
+}
+
 impl Sim {
     /// Starts a simulator whose long-running operations take `operation` to finish.
     pub async fn start(operation: Duration) -> Sim {
