@@ -32,7 +32,8 @@ pub struct RunArgs {
     /// Namespaces to watch, comma-separated; all namespaces when empty.
     #[arg(long, value_delimiter = ',', default_value = "")]
     pub namespaces: Vec<String>,
-    /// Reconciles running at once (per watched namespace).
+    /// Reconciles running at once (per watched namespace), of each kind: first reconciles of
+    /// new or changed objects, and the ones that follow their children (`turns`).
     #[arg(long, default_value_t = 4)]
     pub concurrency: u16,
     /// Seconds between resyncs of a converged object.

@@ -177,7 +177,7 @@ impl Metrics {
         let in_flight = Family::<ControllerLabels, Gauge>::default();
         registry.register(
             "reconciles_in_flight",
-            "Reconciles running now, by controller (at most --concurrency per watched namespace)",
+            "Reconciles running now, by controller (at most twice --concurrency per watched namespace: first reconciles and the ones that follow)",
             in_flight.clone(),
         );
         let arm_requests = Family::<ArmLabels, Counter>::default();

@@ -1,28 +1,27 @@
-//! Reconciles take turns: progress first, otherwise in the order they were triggered.
+//! Reconciles take turns, in the order they were triggered, from two pools: one for first
+//! reconciles, one for the reconciles that follow.
 //!
 //! kube's controller runner, given a concurrency limit, parks every request that falls due
 //! while its slots are busy in a hash set, and starts them in the set's iteration order. Under
 //! sustained load (a fleet rolling out: thousands of child events a minute) an object whose
 //! hash sorts late waits for as long as the load lasts; a 10,000-stack bench run had stacks
 //! created in its first minute still unreconciled 20 minutes later while later ones were
-//! Ready. So the runner runs without a limit, and each reconcile first takes a turn here, one
-//! of the configured number. A reconcile that waited reads its object again from the cache,
-//! so it never acts on the version it was triggered with.
+//! Ready. So the runner runs without a limit, and each reconcile first takes a turn here. A
+//! reconcile that waited reads its object again from the cache, so it never acts on the
+//! version it was triggered with.
 //!
-//! Waiting reconciles form two queues, each first come, first served: [`Class::Progress`]
-//! (the object was already reconciled at its generation: its children moved, a resync) and
-//! [`Class::Fresh`] (a new or changed object). Under a burst of creations, plain first come,
-//! first served ran every stack's first reconcile before any stack's second, so no stack of a
-//! 10,000-stack burst became Ready for the better part of an hour. When both queues wait,
-//! fresh reconciles hold at most half the turns ([`Queue::fresh_share`]) and progress gets
-//! the rest. The split is by turns held, not turns given: a fresh reconcile creates children
-//! and can take seconds (a Service create waited 2.6 s on a 10,000-stack API server, whose
-//! ClusterIP allocator works one Service at a time), a progress one mostly reads caches; giving
-//! fresh ones every fifth turn let them hold all four turns, so stacks whose Deployments were
-//! all available waited for the reconcile that would mark them Ready (11,943 of 12,870
-//! Deployments available, 1,404 of 10,000 stacks Ready). With a single turn, progress goes
-//! first and, after [`PROGRESS_STREAK`] progress turns in a row while fresh ones wait, the
-//! next goes to a fresh one, so neither can starve the other.
+//! [`Class::Fresh`] reconciles (a new or changed object: they create and change children) and
+//! [`Class::Progress`] ones (already reconciled at its generation: following its children, a
+//! resync) each have `concurrency` turns, first come, first served, and never wait for each
+//! other. One shared queue ran every first reconcile of a 10,000-stack burst before any
+//! stack's second, so none became Ready for the better part of an hour. Sharing the turns
+//! with progress first did not do either: a first reconcile can take seconds (a Service create
+//! waited 2.6 s on a 10,000-stack API server, whose ClusterIP allocator serves one Service at
+//! a time) where following children mostly reads caches, so first reconciles held every turn
+//! and stacks whose Deployments were available waited to be marked Ready (11,943 of 12,870
+//! Deployments available, 1,404 of 10,000 stacks Ready); giving them only half the turns
+//! made a 1,000-stack fleet's children come 52 % later than a bare client's at the same
+//! concurrency.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,11 +30,7 @@ use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::oneshot;
 
-/// With a single turn: turns given to progress in a row while fresh reconciles wait; the
-/// next goes to a fresh one.
-pub const PROGRESS_STREAK: u32 = 4;
-
-/// Which queue a waiting reconcile joins.
+/// Which pool a reconcile takes its turn from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
     /// Already reconciled at its current generation (status.observedGeneration equals
@@ -57,55 +52,23 @@ pub struct Turns(Arc<Inner>);
 
 struct Inner(Mutex<Queue>);
 
-#[derive(Default)]
 struct Queue {
-    free: usize,
-    /// Turns held by fresh reconciles.
-    fresh_running: usize,
-    /// The most turns fresh reconciles may hold while progress waits: half the concurrency;
-    /// 0 with a single turn (or none), where [`PROGRESS_STREAK`] shares it instead.
-    fresh_share: usize,
     closed: bool,
-    progress: VecDeque<oneshot::Sender<Turn>>,
-    fresh: VecDeque<oneshot::Sender<Turn>>,
-    /// With a single turn: turns given to progress in a row while fresh reconciles waited.
-    streak: u32,
+    progress: Pool,
+    fresh: Pool,
+}
+
+/// One class's turns: how many are free, and who waits for one, in order.
+struct Pool {
+    free: usize,
+    waiting: VecDeque<oneshot::Sender<Turn>>,
 }
 
 impl Queue {
-    /// The next waiter to give a turn to, and its class.
-    fn next(&mut self) -> Option<(oneshot::Sender<Turn>, Class)> {
-        // Waiters that went away (their reconcile dropped) take no turn and count for nothing.
-        for queue in [&mut self.progress, &mut self.fresh] {
-            while queue.front().is_some_and(oneshot::Sender::is_closed) {
-                queue.pop_front();
-            }
-        }
-        let fresh = match (self.progress.is_empty(), self.fresh.is_empty()) {
-            (_, true) => false,
-            (true, false) => true,
-            (false, false) if self.fresh_share > 0 => self.fresh_running < self.fresh_share,
-            (false, false) => self.streak >= PROGRESS_STREAK,
-        };
-        if fresh {
-            self.streak = 0;
-            return self.fresh.pop_front().map(|waiter| (waiter, Class::Fresh));
-        }
-        self.streak = if self.fresh.is_empty() { 0 } else { self.streak + 1 };
-        self.progress.pop_front().map(|waiter| (waiter, Class::Progress))
-    }
-
-    /// Counts a turn given to a reconcile of `class`.
-    fn hold(&mut self, class: Class) {
-        if class == Class::Fresh {
-            self.fresh_running += 1;
-        }
-    }
-
-    /// Counts a turn given back by a reconcile of `class`.
-    fn release(&mut self, class: Class) {
-        if class == Class::Fresh {
-            self.fresh_running = self.fresh_running.saturating_sub(1);
+    fn pool(&mut self, class: Class) -> &mut Pool {
+        match class {
+            Class::Progress => &mut self.progress,
+            Class::Fresh => &mut self.fresh,
         }
     }
 }
@@ -114,7 +77,7 @@ impl Queue {
 enum Place {
     /// It has one.
     Now(Turn),
-    /// It waits in a queue for this.
+    /// It waits in its pool's queue for this.
     Waiting(oneshot::Receiver<Turn>),
     /// No more turns are given.
     Closed,
@@ -127,7 +90,7 @@ impl Inner {
 }
 
 /// A reconcile's turn, held until it is dropped; dropping it gives the turn to the next
-/// waiter.
+/// waiter of its class.
 pub struct Turn {
     inner: Option<Arc<Inner>>,
     class: Class,
@@ -136,41 +99,36 @@ pub struct Turn {
 impl Drop for Turn {
     fn drop(&mut self) {
         let Some(inner) = self.inner.take() else { return };
-        let mut class = self.class;
         loop {
-            let Some((next, next_class)) = ({
+            let Some(next) = ({
                 let mut queue = inner.queue();
-                queue.release(class);
-                let next = queue.next();
-                match next {
-                    Some((_, next_class)) => queue.hold(next_class),
-                    None => queue.free += 1,
+                let pool = queue.pool(self.class);
+                let next = pool.waiting.pop_front();
+                if next.is_none() {
+                    pool.free += 1;
                 }
                 next
             }) else {
                 return;
             };
             // A waiter that went away (its reconcile dropped) hands it on to the next.
-            match next.send(Turn { inner: Some(inner.clone()), class: next_class }) {
+            match next.send(Turn { inner: Some(inner.clone()), class: self.class }) {
                 Ok(()) => return,
-                Err(mut unclaimed) => {
-                    unclaimed.inner = None;
-                    class = next_class;
-                }
+                Err(mut unclaimed) => unclaimed.inner = None,
             }
         }
     }
 }
 
 impl Turns {
-    /// At most `concurrency` reconciles at once (0: no limit).
+    /// At most `concurrency` reconciles of each class at once (0: no limit).
     pub fn new(concurrency: u16) -> Self {
         let free = if concurrency == 0 { usize::MAX } else { usize::from(concurrency) };
-        let fresh_share = usize::from(concurrency) / 2;
-        Self(Arc::new(Inner(Mutex::new(Queue { free, fresh_share, ..Queue::default() }))))
+        let pool = || Pool { free, waiting: VecDeque::new() };
+        Self(Arc::new(Inner(Mutex::new(Queue { closed: false, progress: pool(), fresh: pool() }))))
     }
 
-    /// Waits for a turn in the queue `class` picks for the cached version of `object`, then
+    /// Waits for a turn from the pool `class` picks for the cached version of `object`, then
     /// returns the turn with the cached version as it is now; `None` when the object left the
     /// cache meanwhile (deleted: nothing to reconcile) or the turns were closed (shutting
     /// down: a waiting reconcile is dropped, as kube drops requests it has not started).
@@ -180,8 +138,7 @@ impl Turns {
         K::DynamicType: Eq + std::hash::Hash + Clone + Default,
     {
         let key = ObjectRef::from_obj(object);
-        // Classed outside the lock (for a stack it means reading a field of its cached text),
-        // and always: the share of turns fresh reconciles hold counts every one of them.
+        // Classed outside the lock: for a stack it means reading a field of its cached text.
         let class = class(store.get(&key)?.as_ref());
         let turn = match self.place(class) {
             Place::Now(turn) => turn,
@@ -197,22 +154,19 @@ impl Turns {
         Some((turn, latest))
     }
 
-    /// A turn now if one is free and nobody waits; else a place in `class`'s queue.
+    /// A turn now if one of `class` is free and nobody of it waits; else a place in its queue.
     fn place(&self, class: Class) -> Place {
         let mut queue = self.0.queue();
         if queue.closed {
             return Place::Closed;
         }
-        if queue.free > 0 && queue.progress.is_empty() && queue.fresh.is_empty() {
-            queue.free -= 1;
-            queue.hold(class);
+        let pool = queue.pool(class);
+        if pool.free > 0 && pool.waiting.is_empty() {
+            pool.free -= 1;
             return Place::Now(Turn { inner: Some(self.0.clone()), class });
         }
         let (sender, receiver) = oneshot::channel();
-        match class {
-            Class::Progress => queue.progress.push_back(sender),
-            Class::Fresh => queue.fresh.push_back(sender),
-        }
+        pool.waiting.push_back(sender);
         Place::Waiting(receiver)
     }
 
@@ -220,8 +174,8 @@ impl Turns {
     pub fn close(&self) {
         let mut queue = self.0.queue();
         queue.closed = true;
-        queue.progress.clear();
-        queue.fresh.clear();
+        queue.progress.waiting.clear();
+        queue.fresh.waiting.clear();
     }
 }
 
@@ -326,7 +280,7 @@ mod tests {
         let running = turns.take(&store, &map(0), |_| Class::Fresh).await;
         assert!(running.is_some());
         let first = map(0);
-        let mut waiting = Box::pin(turns.take(&store, &first, |_| Class::Progress));
+        let mut waiting = Box::pin(turns.take(&store, &first, |_| Class::Fresh));
         assert!(futures::poll!(&mut waiting).is_pending(), "one turn at a time");
         turns.close();
         assert!(waiting.await.is_none(), "a waiting reconcile ends once turns are closed");
@@ -356,47 +310,6 @@ mod tests {
         names.map(|i| (i, Box::pin(async move { turns.take(store, &map(i), |_| class).await }) as _)).collect()
     }
 
-    #[tokio::test]
-    async fn progress_goes_first_and_fresh_reconciles_still_get_turns() {
-        let (store, mut writer) = reflector::store();
-        for i in 0..20 {
-            writer.apply_watcher_event(&watcher::Event::Apply(map(i)));
-        }
-        let turns = Turns::new(1);
-        let held = turns.take(&store, &map(0), |_| Class::Fresh).await;
-        // Fresh 0..5 queue first, then progress 5..20.
-        let mut waiting = waiters(&turns, &store, Class::Fresh, 0..5);
-        waiting.extend(waiters(&turns, &store, Class::Progress, 5..20));
-        for (_, waiter) in &mut waiting {
-            assert!(futures::poll!(waiter).is_pending());
-        }
-        drop(held);
-        let mut order = Vec::new();
-        while !waiting.is_empty() {
-            let mut granted = None;
-            for (at, (i, waiter)) in waiting.iter_mut().enumerate() {
-                if let std::task::Poll::Ready(turn) = futures::poll!(waiter) {
-                    assert!(turn.is_some());
-                    granted = Some((at, *i, turn));
-                    break;
-                }
-            }
-            let Some((at, i, turn)) = granted else { panic!("a turn was released and nobody got it") };
-            order.push(i);
-            drop(waiting.remove(at));
-            drop(turn);
-        }
-        let streak = PROGRESS_STREAK as usize;
-        // Progress first, in order, with a fresh one after each streak; fresh ones in order.
-        let mut expected = Vec::new();
-        let (mut progress, mut fresh) = ((5..20).peekable(), (0..5).peekable());
-        while progress.peek().is_some() || fresh.peek().is_some() {
-            expected.extend(progress.by_ref().take(if fresh.peek().is_some() { streak } else { usize::MAX }));
-            expected.extend(fresh.next());
-        }
-        assert_eq!(order, expected);
-    }
-
     /// Polls `waiting` until one has its turn; returns its name and the turn.
     async fn granted(waiting: &mut Vec<(usize, Waiter<'_>)>) -> (usize, Turn) {
         for _ in 0..100 {
@@ -413,66 +326,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn fresh_reconciles_hold_at_most_half_the_turns_while_progress_waits() {
+    async fn first_reconciles_and_the_ones_that_follow_never_wait_for_each_other() {
         let (store, mut writer) = reflector::store();
         for i in 0..20 {
             writer.apply_watcher_event(&watcher::Event::Apply(map(i)));
         }
-        let turns = Turns::new(4);
-        // Four long fresh reconciles hold every turn (a burst of new stacks).
-        let mut held = Vec::new();
-        for i in 0..4 {
-            held.push(turns.take(&store, &map(i), |_| Class::Fresh).await.map(|(turn, _)| turn));
+        let turns = Turns::new(2);
+        // Long first reconciles hold every fresh turn (a burst of new stacks)...
+        let mut fresh = Vec::new();
+        for i in 0..2 {
+            fresh.push(turns.take(&store, &map(i), |_| Class::Fresh).await);
         }
-        let mut waiting = waiters(&turns, &store, Class::Fresh, 4..8);
-        waiting.extend(waiters(&turns, &store, Class::Progress, 10..14));
-        for (_, waiter) in &mut waiting {
-            assert!(futures::poll!(waiter).is_pending());
+        let mut waiting_fresh = waiters(&turns, &store, Class::Fresh, 2..5);
+        for (_, waiter) in &mut waiting_fresh {
+            assert!(futures::poll!(waiter).is_pending(), "two fresh turns at a time");
         }
-        // The first two turns they give back go to progress; then fresh ones keep two.
-        held.remove(0);
-        let (first, first_turn) = granted(&mut waiting).await;
-        held.remove(0);
-        let (second, _second_turn) = granted(&mut waiting).await;
-        assert_eq!((first, second), (10, 11), "progress waited behind four fresh reconciles");
-        // Two fresh held: a progress turn given back goes to progress again.
-        drop(first_turn);
-        let (third, third_turn) = granted(&mut waiting).await;
-        assert_eq!(third, 12);
-        // A fresh one given back: fresh ones hold one, so the next fresh one goes.
-        held.remove(0);
-        let (fourth, _fourth_turn) = granted(&mut waiting).await;
-        assert_eq!(fourth, 4, "fresh reconciles get their half");
-        drop(third_turn);
-        let (fifth, _fifth_turn) = granted(&mut waiting).await;
-        assert_eq!(fifth, 13);
-    }
-
-    #[tokio::test]
-    async fn progress_does_not_keep_fresh_reconciles_from_their_half() {
-        let (store, mut writer) = reflector::store();
-        for i in 0..20 {
-            writer.apply_watcher_event(&watcher::Event::Apply(map(i)));
+        // ...and progress still runs, two at a time, first come, first served.
+        let mut progress = Vec::new();
+        for i in 10..12 {
+            let object = map(i);
+            let taken = tokio::time::timeout(Duration::from_secs(5), turns.take(&store, &object, |_| Class::Progress));
+            let Ok(Some((turn, _))) = taken.await else { panic!("progress waited for fresh reconciles") };
+            progress.push(turn);
         }
-        let turns = Turns::new(4);
-        let mut held = Vec::new();
-        for i in 0..4 {
-            held.push(turns.take(&store, &map(i), |_| Class::Progress).await.map(|(turn, _)| turn));
+        let mut waiting_progress = waiters(&turns, &store, Class::Progress, 12..15);
+        for (_, waiter) in &mut waiting_progress {
+            assert!(futures::poll!(waiter).is_pending(), "two progress turns at a time");
         }
-        let mut waiting = waiters(&turns, &store, Class::Progress, 10..20);
-        waiting.extend(waiters(&turns, &store, Class::Fresh, 4..8));
-        for (_, waiter) in &mut waiting {
-            assert!(futures::poll!(waiter).is_pending());
-        }
-        let mut order = Vec::new();
-        let mut kept = Vec::new();
-        for _ in 0..3 {
-            held.remove(0);
-            let (i, turn) = granted(&mut waiting).await;
-            order.push(i);
-            kept.push(turn);
-        }
-        assert_eq!(order, [4, 5, 10], "two fresh reconciles, then progress");
+        // A turn given back goes to the next waiter of its own class, in order.
+        progress.remove(0);
+        assert_eq!(granted(&mut waiting_progress).await.0, 12);
+        fresh.remove(0);
+        assert_eq!(granted(&mut waiting_fresh).await.0, 2);
+        progress.remove(0);
+        assert_eq!(granted(&mut waiting_progress).await.0, 13);
     }
 
     #[tokio::test]
@@ -484,7 +371,7 @@ mod tests {
         let turns = Turns::new(1);
         // Gone before the turn was handed over.
         let held = turns.take(&store, &first, |_| Class::Fresh).await;
-        let mut gone = Box::pin(turns.take(&store, &first, |_| Class::Progress));
+        let mut gone = Box::pin(turns.take(&store, &first, |_| Class::Fresh));
         assert!(futures::poll!(&mut gone).is_pending());
         let mut next = Box::pin(turns.take(&store, &second, |_| Class::Fresh));
         assert!(futures::poll!(&mut next).is_pending());

@@ -72,7 +72,8 @@ pub struct Context {
     operation_deadline: Duration,
     backoff: Backoff<ObjectRef<AzureResource>>,
     store: Store<AzureResource>,
-    /// Reconciles run in trigger order, `concurrency` at once (`turns`).
+    /// Reconciles run in trigger order, `concurrency` first ones and `concurrency` others at
+    /// once (`turns`).
     turns: crate::turns::Turns,
     written: crate::written::Written<AzureResource>,
 }

@@ -75,7 +75,8 @@ pub struct Context {
     /// readiness future wakes only the last task that polled it.
     synced: tokio::sync::watch::Receiver<bool>,
     pace: pace::StatusPace,
-    /// Reconciles run in trigger order, `concurrency` at once (`turns`).
+    /// Reconciles run in trigger order, `concurrency` first ones and `concurrency` others at
+    /// once (`turns`).
     turns: crate::turns::Turns,
     stacks: Store<CachedStack>,
     /// The children each stack controls (candidates for pruning).
