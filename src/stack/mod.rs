@@ -78,6 +78,8 @@ pub struct Context {
     /// Reconciles run in trigger order, `concurrency` first ones and `concurrency` others at
     /// once (`turns`).
     turns: crate::turns::Turns,
+    /// Generations our status writes observed, until the cache shows them (for `turns`).
+    observed: crate::turns::Observed,
     stacks: Store<CachedStack>,
     /// The children each stack controls (candidates for pruning).
     owned: Arc<owned::Owned>,
@@ -186,6 +188,7 @@ pub async fn run(
         synced,
         pace: pace::StatusPace::new(PROGRESS_WINDOW),
         turns: crate::turns::Turns::new(settings.concurrency),
+        observed: crate::turns::Observed::default(),
         stacks: stack_store.clone(),
         owned,
     });
@@ -274,8 +277,9 @@ impl SyncTracker {
     }
 }
 
-/// Which queue a stack's reconcile waits in: progress when its status observed its generation.
-fn class(stack: &CachedStack) -> crate::turns::Class {
+/// Which pool a stack's reconcile takes its turn from: progress when its status (cached, or
+/// as this controller last wrote it) observed its generation.
+fn class(stack: &CachedStack, written: &crate::turns::Observed) -> crate::turns::Class {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Observed {
@@ -286,11 +290,11 @@ fn class(stack: &CachedStack) -> crate::turns::Class {
         status: Option<Observed>,
     }
     let observed = stack.view::<View>().and_then(|view| view.status?.observed_generation);
-    crate::turns::Class::of(stack.metadata.generation, observed)
+    written.class(stack.metadata.uid.as_deref(), stack.metadata.generation, observed)
 }
 
 async fn reconcile(cached: Arc<CachedStack>, ctx: Arc<Context>) -> Result<Action> {
-    let Some((_turn, cached)) = ctx.turns.take(&ctx.stacks, &cached, class).await else {
+    let Some((_turn, cached)) = ctx.turns.take(&ctx.stacks, &cached, |s| class(s, &ctx.observed)).await else {
         return Ok(Action::await_change());
     };
     // Boxed: thousands of reconciles may wait for a turn, each only as big as this frame.
@@ -568,6 +572,9 @@ async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStac
     // One Event per change of the Ready reason, so a waiting or failing stack does not spam.
     let written =
         reconciler::write_status(&ctx.writer, &ctx.recorder, stack, &status, &[status::REASON_ROLLING_OUT]).await?;
+    if let (Some(_), Some(uid), Some(generation)) = (&written, stack.uid(), status.observed_generation) {
+        ctx.observed.record(&uid, generation);
+    }
     Ok(written.is_some())
 }
 
