@@ -80,9 +80,14 @@ impl Observed {
             written.remove(uid);
             return cached;
         }
-        match written.get(uid) {
-            Some(written) if generation == Some(*written) => Class::Progress,
-            _ => cached,
+        match written.get(uid).copied() {
+            Some(observed) if generation == Some(observed) => Class::Progress,
+            // Written at an older generation: the spec changed since, and the entry helps no more.
+            Some(_) => {
+                written.remove(uid);
+                cached
+            }
+            None => cached,
         }
     }
 }
@@ -450,8 +455,10 @@ mod tests {
         // The cache still shows the status before the write.
         assert_eq!(observed.class(Some("u"), Some(3), None), Class::Progress);
         assert_eq!(observed.class(Some("u"), Some(3), Some(2)), Class::Progress);
-        // The spec changed since: fresh.
-        assert_eq!(observed.class(Some("u"), Some(4), Some(3)), Class::Fresh);
+        // The spec changed since: fresh, and the entry goes.
+        assert_eq!(observed.class(Some("u"), Some(4), Some(2)), Class::Fresh);
+        assert_eq!(observed.class(Some("u"), Some(3), Some(2)), Class::Fresh);
+        observed.record("u", 3);
         // Another object: only its cache counts.
         assert_eq!(observed.class(Some("v"), Some(3), None), Class::Fresh);
         // Once the cache shows the write, the entry goes.

@@ -222,6 +222,8 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
                 );
             }
         }
+        seen.stop();
+        children.stop();
     }
 
     if !args.skip_bare {
@@ -310,6 +312,7 @@ async fn stacks(client: &Client, args: &Args, report: &mut Report, dir: &std::pa
         let ready = seen.count("bench-op-") as f64;
         report.add(&run, "ready_at_deadline", ready, "stacks", "stacks Ready when the deadline passed (--deadline)");
     }
+    children.stop();
     report.add(
         &run,
         "cpu_converge_seconds",

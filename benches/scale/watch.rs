@@ -15,9 +15,17 @@ use kube::{Api, Client, ResourceExt};
 #[derive(Clone, Default)]
 pub struct Seen {
     ready: Arc<Mutex<HashMap<String, Instant>>>,
+    watch: Option<tokio::task::AbortHandle>,
 }
 
 impl Seen {
+    /// Stops the watch (what it saw stays): a phase's watches must not load the next one.
+    pub fn stop(&self) {
+        if let Some(watch) = &self.watch {
+            watch.abort();
+        }
+    }
+
     fn mark(&self, key: String) {
         if let Ok(mut ready) = self.ready.lock() {
             ready.entry(key).or_insert_with(Instant::now);
@@ -69,10 +77,10 @@ fn watch<K>(client: &Client, config: watcher::Config, done: fn(&K) -> bool) -> S
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    let seen = Seen::default();
+    let mut seen = Seen::default();
     let marks = seen.clone();
     let api: Api<K> = Api::all(client.clone());
-    tokio::spawn(watcher(api, config).default_backoff().applied_objects().for_each(move |object| {
+    let task = tokio::spawn(watcher(api, config).default_backoff().applied_objects().for_each(move |object| {
         if let Ok(object) = object.as_ref()
             && done(object)
         {
@@ -80,6 +88,7 @@ where
         }
         futures::future::ready(())
     }));
+    seen.watch = Some(task.abort_handle());
     seen
 }
 

@@ -338,7 +338,7 @@ cat >"$state/kube-scheduler.yaml" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
 clientConnection:
-  kubeconfig: $sched_kc
+  kubeconfig: "$sched_kc"
   qps: 200
   burst: 400
 leaderElection:
@@ -363,7 +363,7 @@ start kube-scheduler \
 # --server-address only when asked for, so by default kwok opens no port of its own.
 kwok_serve=()
 [ -z "${CITYSTACK_KWOK_PORT:-}" ] || kwok_serve=(--server-address="127.0.0.1:$CITYSTACK_KWOK_PORT")
-KWOK_WORKDIR="$state/kwok-workdir" start kwok "${kwok_serve[@]}" \
+KWOK_WORKDIR="$state/kwok-workdir" start kwok ${kwok_serve[@]+"${kwok_serve[@]}"} \
   --kubeconfig="$pki/kwok.kubeconfig" \
   --config="$here/kwok/stages.yaml" \
   --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
