@@ -23,7 +23,7 @@
 //! made a 1,000-stack fleet's children come 52 % later than a bare client's at the same
 //! concurrency.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kube::Resource;
@@ -44,51 +44,6 @@ impl Class {
     /// The class of an object with `generation` whose status observed `observed`.
     pub fn of(generation: Option<i64>, observed: Option<i64>) -> Self {
         if observed.is_some() && observed == generation { Self::Progress } else { Self::Fresh }
-    }
-}
-
-/// The generations this controller's own status writes observed, by UID, kept until the cache
-/// shows them. A reconcile that follows a status write (its children moved) can start before
-/// the watch delivers that write, more so the busier the API server; classed from the cache
-/// alone it was [`Class::Fresh`] and queued behind every first reconcile of a burst, and its
-/// object's later triggers waited with it: at 10,000 stacks, 2,105 stacks whose Deployments
-/// were all available still showed their first status.
-#[derive(Default)]
-pub struct Observed(Mutex<HashMap<String, i64>>);
-
-impl Observed {
-    /// Entries kept at most; past it they are all dropped (only the help is lost: the cache
-    /// catches up by itself).
-    const MAX: usize = 16_384;
-
-    /// Records that a status write of the object `uid` observed `generation`.
-    pub fn record(&self, uid: &str, generation: i64) {
-        let mut observed = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if observed.len() >= Self::MAX {
-            observed.clear();
-        }
-        observed.insert(uid.to_owned(), generation);
-    }
-
-    /// The class of a cached object (`uid`, `generation`, the `observed` generation its cached
-    /// status shows), counting this controller's own writes the cache has not shown yet.
-    pub fn class(&self, uid: Option<&str>, generation: Option<i64>, observed: Option<i64>) -> Class {
-        let cached = Class::of(generation, observed);
-        let Some(uid) = uid else { return cached };
-        let mut written = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if cached == Class::Progress {
-            written.remove(uid);
-            return cached;
-        }
-        match written.get(uid).copied() {
-            Some(observed) if generation == Some(observed) => Class::Progress,
-            // Written at an older generation: the spec changed since, and the entry helps no more.
-            Some(_) => {
-                written.remove(uid);
-                cached
-            }
-            None => cached,
-        }
     }
 }
 
@@ -177,14 +132,19 @@ impl Turns {
     /// returns the turn with the cached version as it is now; `None` when the object left the
     /// cache meanwhile (deleted: nothing to reconcile) or the turns were closed (shutting
     /// down: a waiting reconcile is dropped, as kube drops requests it has not started).
-    pub async fn take<K>(&self, store: &Store<K>, object: &K, class: impl FnOnce(&K) -> Class) -> Option<(Turn, Arc<K>)>
+    pub async fn take<K>(
+        &self,
+        store: &Store<K>,
+        object: &K,
+        class: impl FnOnce(&Arc<K>) -> Class,
+    ) -> Option<(Turn, Arc<K>)>
     where
         K: Resource + Clone,
         K::DynamicType: Eq + std::hash::Hash + Clone + Default,
     {
         let key = ObjectRef::from_obj(object);
         // Classed outside the lock: for a stack it means reading a field of its cached text.
-        let class = class(store.get(&key)?.as_ref());
+        let class = class(&store.get(&key)?);
         let turn = match self.place(class) {
             Place::Now(turn) => turn,
             Place::Waiting(receiver) => receiver.await.ok()?,
@@ -446,24 +406,6 @@ mod tests {
         drop(held);
         turns.close();
         assert!(waiting.await.is_none(), "a reconcile started after shutdown began");
-    }
-
-    #[test]
-    fn a_reconcile_after_our_own_status_write_is_progress_before_the_cache_shows_it() {
-        let observed = Observed::default();
-        observed.record("u", 3);
-        // The cache still shows the status before the write.
-        assert_eq!(observed.class(Some("u"), Some(3), None), Class::Progress);
-        assert_eq!(observed.class(Some("u"), Some(3), Some(2)), Class::Progress);
-        // The spec changed since: fresh, and the entry goes.
-        assert_eq!(observed.class(Some("u"), Some(4), Some(2)), Class::Fresh);
-        assert_eq!(observed.class(Some("u"), Some(3), Some(2)), Class::Fresh);
-        observed.record("u", 3);
-        // Another object: only its cache counts.
-        assert_eq!(observed.class(Some("v"), Some(3), None), Class::Fresh);
-        // Once the cache shows the write, the entry goes.
-        assert_eq!(observed.class(Some("u"), Some(3), Some(3)), Class::Progress);
-        assert!(observed.0.lock().map(|m| m.is_empty()).unwrap_or(false));
     }
 
     #[test]

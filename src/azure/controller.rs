@@ -163,8 +163,8 @@ fn recorded_operation(object: &AzureResource) -> Option<u64> {
 async fn reconcile(object: Arc<AzureResource>, ctx: Arc<Context>) -> Result<Action> {
     // Classed as the object was last written: a poll that follows our own status write can
     // come before the watch delivers it.
-    let class = |object: &AzureResource| {
-        let object = ctx.written.latest(Arc::new(object.clone()));
+    let class = |object: &Arc<AzureResource>| {
+        let object = ctx.written.latest(object.clone());
         crate::turns::Class::of(object.metadata.generation, object.status.as_ref().and_then(|s| s.observed_generation))
     };
     let Some((_turn, object)) = ctx.turns.take(&ctx.store, &object, class).await else {

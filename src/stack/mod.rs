@@ -79,7 +79,7 @@ pub struct Context {
     /// once (`turns`).
     turns: crate::turns::Turns,
     /// Generations our status writes observed, until the cache shows them (for `turns`).
-    observed: crate::turns::Observed,
+    observed: crate::written::Observed,
     stacks: Store<CachedStack>,
     /// The children each stack controls (candidates for pruning).
     owned: Arc<owned::Owned>,
@@ -188,7 +188,7 @@ pub async fn run(
         synced,
         pace: pace::StatusPace::new(PROGRESS_WINDOW),
         turns: crate::turns::Turns::new(settings.concurrency),
-        observed: crate::turns::Observed::default(),
+        observed: crate::written::Observed::default(),
         stacks: stack_store.clone(),
         owned,
     });
@@ -279,15 +279,15 @@ impl SyncTracker {
 
 /// Which pool a stack's reconcile takes its turn from: progress when its status (cached, or
 /// as this controller last wrote it) observed its generation.
-fn class(stack: &CachedStack, written: &crate::turns::Observed) -> crate::turns::Class {
+fn class(stack: &CachedStack, written: &crate::written::Observed) -> crate::turns::Class {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct Observed {
+    struct StatusView {
         observed_generation: Option<i64>,
     }
     #[derive(serde::Deserialize)]
     struct View {
-        status: Option<Observed>,
+        status: Option<StatusView>,
     }
     let observed = stack.view::<View>().and_then(|view| view.status?.observed_generation);
     written.class(stack.metadata.uid.as_deref(), stack.metadata.generation, observed)
