@@ -199,16 +199,14 @@ pub async fn write_status<K: WithStatus>(
         .map_err(|e| Error::kube(format!("write {} status", K::kind(&())), e))?;
     let previous = object.status().map(K::conditions).unwrap_or_default();
     if let Some(event) = ready_change_event(previous, K::conditions(status), normal_reasons) {
-        publish(recorder, object, event).await;
+        publish(recorder, object, event);
     }
     Ok(Some(written))
 }
 
-/// Publishes an Event about `object`; a failure is logged, not fatal.
-pub async fn publish<K: Resource<DynamicType = ()>>(recorder: &Recorder, object: &K, event: Event) {
-    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
-        warn!(%error, "publishing an Event failed");
-    }
+/// Queues an Event about `object` (see [`Recorder::publish`]: never waits, best effort).
+pub fn publish<K: Resource<DynamicType = ()>>(recorder: &Recorder, object: &K, event: Event) {
+    recorder.publish(event, object.object_ref(&()));
 }
 
 /// Predicate for a controller's own objects: changes only when something the reconcile acts on

@@ -108,6 +108,7 @@ pub struct Metrics {
     in_flight: Family<ControllerLabels, Gauge>,
     arm_requests: Family<ArmLabels, Counter>,
     arm_headroom: Family<HeadroomLabels, Gauge>,
+    events_dropped: Counter,
     heap_allocated: Gauge,
     heap_resident: Gauge,
 }
@@ -203,6 +204,12 @@ impl Metrics {
             "Desired children by kind and outcome (applied: server-side apply sent; skipped: already converged)",
             applies.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Events not published because the queue of Events waiting to be sent was full (events::QUEUE)",
+            events_dropped.clone(),
+        );
         let (heap_allocated, heap_resident) = (Gauge::default(), Gauge::default());
         registry.register("heap_allocated_bytes", "Bytes in live heap allocations", heap_allocated.clone());
         registry.register(
@@ -221,9 +228,15 @@ impl Metrics {
             in_flight,
             arm_requests,
             arm_headroom,
+            events_dropped,
             heap_allocated,
             heap_resident,
         }
+    }
+
+    /// Counts an Event dropped because the send queue was full.
+    pub fn event_dropped(&self) {
+        self.events_dropped.inc();
     }
 
     /// Counts a reconcile start.

@@ -114,11 +114,11 @@ pub async fn run(
         .predicate_filter(reconciler::intent.combine(recorded_operation), Default::default());
     let reporter = Reporter { controller: "citystack".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
-        writer: Writer { client: client.clone(), gate: leader.clone(), metrics },
+        writer: Writer { client: client.clone(), gate: leader.clone(), metrics: metrics.clone() },
         credentials,
         cluster_uid: settings.cluster_uid,
         default_subscription: settings.default_subscription,
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Recorder::new(client.clone(), reporter, metrics),
         resync: settings.resync,
         operation_deadline: settings.operation_deadline,
         backoff: Backoff::new(Duration::from_secs(2)),
@@ -216,7 +216,7 @@ async fn reconcile_inner(object: &AzureResource, ctx: &Context) -> Result<Action
             action: "Reconcile".into(),
             secondary: None,
         };
-        publish(object, ctx, event).await;
+        publish(object, ctx, event);
     }
     report(object, ctx, Some(&target), outcome, dropped).await
 }
@@ -293,8 +293,8 @@ async fn write_status(object: &AzureResource, ctx: &Context, status: AzureResour
     Ok(())
 }
 
-async fn publish(object: &AzureResource, ctx: &Context, event: Event) {
-    reconciler::publish(&ctx.recorder, object, event).await;
+fn publish(object: &AzureResource, ctx: &Context, event: Event) {
+    reconciler::publish(&ctx.recorder, object, event);
 }
 
 /// Adds or removes our finalizer as `wanted`; the patched object when it wrote one.
@@ -335,7 +335,7 @@ async fn finalize(object: &AzureResource, ctx: &Context) -> Result<Action> {
             action: "Delete".into(),
             secondary: None,
         };
-        publish(object, ctx, event).await;
+        publish(object, ctx, event);
         return remove_finalizer(object, ctx).await;
     }
     let policy =

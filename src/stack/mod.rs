@@ -177,12 +177,12 @@ pub async fn run(
 
     let reporter = Reporter { controller: "citystack".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
-        writer: apply::Writer { client: client.clone(), gate: leader.clone(), metrics },
+        writer: apply::Writer { client: client.clone(), gate: leader.clone(), metrics: metrics.clone() },
         deployments: deploy_store,
         services: service_store,
         azure: azure_store,
         secrets: SecretResolver::new(client.clone(), secret_store),
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Recorder::new(client.clone(), reporter, metrics),
         resync: settings.resync,
         backoff: Backoff::new(Duration::from_secs(1)),
         synced,
@@ -423,7 +423,7 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
         info!(kind = change.kind.as_str(), child = %change.name, "{} {} {}", change.action, change.kind.as_str(), change.name);
     }
     for (action, note) in apply::summarize(&changes) {
-        publish(ctx, stack, EventType::Normal, action, note).await;
+        publish(ctx, stack, EventType::Normal, action, note);
     }
     // A failure that needs a person (a conflict, a refused child) is Stalled; one that heals
     // by itself is retried with backoff.
@@ -578,14 +578,8 @@ async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStac
     Ok(written.is_some())
 }
 
-/// Publishes an Event on the stack. Failing to publish is logged, not fatal.
-async fn publish<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    stack: &K,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
+/// Queues an Event on the stack (best effort, see `events`).
+fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, stack: &K, type_: EventType, reason: &str, note: String) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
@@ -593,12 +587,11 @@ async fn publish<K: Resource<DynamicType = ()>>(
         action: "Reconcile".into(),
         secondary: None,
     };
-    reconciler::publish(&ctx.recorder, stack, event).await;
+    reconciler::publish(&ctx.recorder, stack, event);
 }
 
 fn error_policy(stack: Arc<CachedStack>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = reconciler::retry_delay(CONTROLLER, stack.as_ref(), error, &ctx.writer.metrics, &ctx.backoff);
-    let (ctx2, stack2, reason, note) = (ctx.clone(), stack.clone(), error.category().as_str(), error.to_string());
-    tokio::spawn(async move { publish(&ctx2, stack2.as_ref(), EventType::Warning, reason, note).await });
+    publish(&ctx, stack.as_ref(), EventType::Warning, error.category().as_str(), error.to_string());
     Action::requeue(delay)
 }
