@@ -81,8 +81,14 @@ impl Recorder {
     /// Event was published since the last renewal). Never waits: with [`QUEUE`] Events
     /// waiting, this one is dropped and counted.
     pub fn publish(&self, event: Event, reference: ObjectReference) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send((event, reference)) {
-            self.metrics.event_dropped();
+        match self.queue.try_send((event, reference)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.metrics.event_dropped(),
+            // Only if the sender task ended, which it does not while a clone lives.
+            Err(mpsc::error::TrySendError::Closed((event, _))) => {
+                self.metrics.event_dropped();
+                warn!(reason = %event.reason, "Event not published: the sender task has ended");
+            }
         }
     }
 }

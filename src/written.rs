@@ -10,7 +10,8 @@
 //! newer (the write's own event, or someone's after it), and the kept write is dropped.
 //!
 //! Where only the generation a status write observed matters (which pool a reconcile takes
-//! its turn from, `turns`), [`Observed`] keeps just that, by UID.
+//! its turn from, `turns`), [`Observed`] keeps just that, by UID; where only whether a status
+//! was already written matters, [`StatusWrites`] keeps a digest of it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -123,6 +124,53 @@ impl Observed {
     }
 }
 
+/// The last status this controller wrote per object (by UID): a digest of it and the
+/// resourceVersion it was written over, kept until the cache shows another version. A
+/// reconcile that runs before the watch delivers its own write compares its status with the
+/// cached one, which lacks the write, and would send the same status again: a write that
+/// changes nothing, on an API server that is busiest exactly when the watch lags.
+#[derive(Default)]
+pub struct StatusWrites(Mutex<HashMap<String, (String, u64)>>);
+
+impl StatusWrites {
+    /// Entries kept at most; past it they are all dropped (a dropped entry costs at most
+    /// one repeated write).
+    const MAX: usize = 16_384;
+
+    /// Records that `status` (any serializable form) was written over `version` of `uid`.
+    pub fn record(&self, uid: &str, version: &str, status: &impl serde::Serialize) {
+        let mut writes = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if writes.len() >= Self::MAX {
+            writes.clear();
+        }
+        writes.insert(uid.to_owned(), (version.to_owned(), digest(status)));
+    }
+
+    /// Whether `status` is what this controller last wrote over `version`, the version the
+    /// cache still shows: the write is done and only its watch event is missing. A cache at
+    /// any other version (our write's own, or someone's after it) ends the entry.
+    pub fn already_written(&self, uid: &str, version: &str, status: &impl serde::Serialize) -> bool {
+        let mut writes = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match writes.get(uid) {
+            Some((over, written)) if over == version => *written == digest(status),
+            Some(_) => {
+                writes.remove(uid);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// A digest of the JSON form (SipHash; 0 if it cannot be serialized, which only makes a
+/// needless write more likely).
+fn digest(value: &impl serde::Serialize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    serde_json::to_vec(value).unwrap_or_default().hash(&mut hasher);
+    hasher.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::ConfigMap;
@@ -185,5 +233,18 @@ mod tests {
         // Once the cache shows the write, the entry goes.
         assert_eq!(observed.class(Some("u"), Some(3), Some(3)), Class::Progress);
         assert!(observed.0.lock().map(|m| m.is_empty()).unwrap_or(false));
+    }
+
+    #[test]
+    fn a_status_written_over_the_cached_version_is_not_written_again() {
+        let writes = StatusWrites::default();
+        writes.record("u", "7", &"ready 1/1");
+        // The cache still shows version 7: the same status is done, another one is not.
+        assert!(writes.already_written("u", "7", &"ready 1/1"));
+        assert!(!writes.already_written("u", "7", &"ready 0/1"));
+        assert!(!writes.already_written("v", "7", &"ready 1/1"));
+        // The cache moved on (our write's event, or someone's write): compare with it again.
+        assert!(!writes.already_written("u", "8", &"ready 1/1"));
+        assert!(!writes.already_written("u", "7", &"ready 1/1"));
     }
 }

@@ -80,6 +80,8 @@ pub struct Context {
     turns: crate::turns::Turns,
     /// Generations our status writes observed, until the cache shows them (for `turns`).
     observed: crate::written::Observed,
+    /// Digests of our last status writes, until the cache shows them (`written`).
+    status_writes: crate::written::StatusWrites,
     stacks: Store<CachedStack>,
     /// The children each stack controls (candidates for pruning).
     owned: Arc<owned::Owned>,
@@ -189,6 +191,7 @@ pub async fn run(
         pace: pace::StatusPace::new(PROGRESS_WINDOW),
         turns: crate::turns::Turns::new(settings.concurrency),
         observed: crate::written::Observed::default(),
+        status_writes: crate::written::StatusWrites::default(),
         stacks: stack_store.clone(),
         owned,
     });
@@ -569,11 +572,18 @@ fn record(slot: &mut Option<Error>, error: Error) {
 
 /// Whether a write was sent (see `reconciler::write_status`).
 async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStackStatus) -> Result<bool> {
+    let (uid, version) = (stack.uid().unwrap_or_default(), stack.resource_version().unwrap_or_default());
+    if ctx.status_writes.already_written(&uid, &version, &status) {
+        return Ok(false);
+    }
     // One Event per change of the Ready reason, so a waiting or failing stack does not spam.
     let written =
         reconciler::write_status(&ctx.writer, &ctx.recorder, stack, &status, &[status::REASON_ROLLING_OUT]).await?;
-    if let (Some(_), Some(uid), Some(generation)) = (&written, stack.uid(), status.observed_generation) {
-        ctx.observed.record(&uid, generation);
+    if written.is_some() {
+        ctx.status_writes.record(&uid, &version, &status);
+        if let Some(generation) = status.observed_generation {
+            ctx.observed.record(&uid, generation);
+        }
     }
     Ok(written.is_some())
 }

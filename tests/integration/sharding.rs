@@ -71,6 +71,17 @@ async fn all_ready(api: &Api<SolutionStack>, what: &str) {
 
 /// For each stack, the replicas whose Events with `reason` name it.
 async fn writers(client: &Client, ns: &str, reason: &str) -> BTreeMap<String, BTreeSet<String>> {
+    // Events are sent in the background after the reconcile that wrote them: a stack can be
+    // Ready before its Event exists, so wait (with the deadline) for one per stack.
+    wait_until(&format!("a {reason} Event for each of {STACKS} stacks"), harness::DEADLINE, || async {
+        let out = stack_events(client, ns, reason).await;
+        (out.len() >= STACKS).then_some(out)
+    })
+    .await
+}
+
+/// Per stack, the reporting instances of its `reason` Events, as listed now.
+async fn stack_events(client: &Client, ns: &str, reason: &str) -> BTreeMap<String, BTreeSet<String>> {
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for event in events.list(&ListParams::default()).await.unwrap_or_else(|e| panic!("{e}")).items {
@@ -207,7 +218,12 @@ async fn a_throttle_one_replica_receives_pauses_the_other() {
     for i in 0..16 {
         wait_azr_ready(&api, &format!("c{i}")).await;
     }
-    let writers = writers_of_azure(&client, &ns).await;
+    // Events are sent in the background: wait for both replicas' to be listed.
+    let writers = wait_until("Events from both replicas", harness::DEADLINE, || async {
+        let writers = writers_of_azure(&client, &ns).await;
+        (writers.len() >= 2).then_some(writers)
+    })
+    .await;
     assert_eq!(writers.len(), 2, "both replicas provisioned caches: {writers:?}");
     // Sharing the pause takes a Lease write and a watch event: allow a second for it.
     let early = requests_after_the_first_429(&timed_requests(&sim).await, 1000, 6000);
