@@ -1,5 +1,5 @@
-//! The fleet: N stacks of 3 components each (two with a Service) and one secretRef binding,
-//! spread over namespaces; and the bare client that server-side-applies the very objects the
+//! The fleet: N stacks of 3 components each (two with a Service, unless the run leaves
+//! Services out) and one secretRef binding, spread over namespaces; and the bare client that server-side-applies the very objects the
 //! operator renders for them.
 
 use std::collections::BTreeMap;
@@ -33,9 +33,10 @@ pub fn namespace(prefix: &str, i: usize, per_namespace: usize) -> String {
     format!("bench-{prefix}-{}", i / per_namespace.max(1))
 }
 
-/// Stack `i` of the fleet, in `namespace`.
-pub fn stack(i: usize, namespace: &str) -> SolutionStack {
-    let value = json!({
+/// Stack `i` of the fleet, in `namespace`; with `services` false no component declares a
+/// port, so none gets a Service.
+pub fn stack(i: usize, namespace: &str, services: bool) -> SolutionStack {
+    let mut value = json!({
         "apiVersion": "citystack.io/v1alpha1", "kind": "SolutionStack",
         "metadata": {"name": format!("s{i}"), "namespace": namespace, "labels": {BENCH_LABEL: "stack"}},
         "spec": {
@@ -51,6 +52,11 @@ pub fn stack(i: usize, namespace: &str) -> SolutionStack {
             "bindings": [{"name": "db", "secretRef": {"name": "db"}}],
         }
     });
+    if !services && let Some(components) = value.pointer_mut("/spec/components").and_then(Value::as_array_mut) {
+        for component in components {
+            component.as_object_mut().map(|c| c.remove("ports"));
+        }
+    }
     serde_json::from_value(value).unwrap_or_else(|e| panic!("bench stack: {e}"))
 }
 
@@ -123,8 +129,8 @@ pub async fn remove_namespaces(client: &Client, names: &[String], deadline: std:
 /// resolved exactly as it resolves it (same Secret data, same hash), without an owner (no
 /// stack exists), labelled for the bench instead of `managed-by: citystack` so the operator's
 /// caches never see them.
-pub fn rendered(i: usize, namespace: &str) -> Vec<(ChildKind, String, Value)> {
-    let stack = stack(i, namespace);
+pub fn rendered(i: usize, namespace: &str, services: bool) -> Vec<(ChildKind, String, Value)> {
+    let stack = stack(i, namespace, services);
     let resolved = BTreeMap::from([(
         "db".to_owned(),
         ResolvedBinding { name: "db".into(), secret_name: "db".into(), data_hash: Some(data_hash(&secret_data())) },
@@ -150,6 +156,7 @@ pub async fn bare_apply(
     n: usize,
     per_namespace: usize,
     concurrency: usize,
+    services: bool,
     started: Arc<dyn Fn(usize) + Send + Sync>,
 ) {
     let params = PatchParams::apply("citystack-bench-bare").force();
@@ -159,7 +166,7 @@ pub async fn bare_apply(
             async move {
                 let ns = namespace("bare", i, per_namespace);
                 started(i);
-                for (kind, name, object) in rendered(i, &ns) {
+                for (kind, name, object) in rendered(i, &ns, services) {
                     let result = match kind {
                         ChildKind::Deployment => Api::<Deployment>::namespaced(client.clone(), &ns)
                             .patch(&name, &params, &Patch::Apply(&object))
@@ -188,6 +195,7 @@ pub async fn create_stacks(
     range: std::ops::Range<usize>,
     prefix: &str,
     per_namespace: usize,
+    services: bool,
     created: Arc<dyn Fn(usize) + Send + Sync>,
 ) {
     let params = PatchParams::apply("citystack-bench").force();
@@ -196,7 +204,7 @@ pub async fn create_stacks(
             let (client, params, created) = (client.clone(), params.clone(), created.clone());
             async move {
                 let ns = namespace(prefix, i, per_namespace);
-                let stack = stack(i, &ns);
+                let stack = stack(i, &ns, services);
                 created(i);
                 Api::<SolutionStack>::namespaced(client, &ns)
                     .patch(&stack.name_any(), &params, &Patch::Apply(&stack))
