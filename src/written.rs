@@ -9,9 +9,9 @@
 //! copy still at one of them takes the written object instead. Any other cached version is
 //! newer (the write's own event, or someone's after it), and the kept write is dropped.
 //!
-//! Where only the generation a status write observed matters (which pool a reconcile takes
-//! its turn from, `turns`), [`Observed`] keeps just that, by UID; where only whether a status
-//! was already written matters, [`StatusWrites`] keeps a digest of it.
+//! Where only a status write matters (whether it was already sent, and which pool a
+//! reconcile takes its turn from, `turns`), [`StatusWrites`] keeps a digest of it and the
+//! generation it observed, by UID.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -79,86 +79,81 @@ impl<K: Resource> Written<K> {
     }
 }
 
-/// The generations this controller's own status writes observed, by UID, kept until the cache
-/// shows them. A reconcile that follows a status write (its children moved) can start before
-/// the watch delivers that write, more so the busier the API server; classed from the cache
-/// alone it was [`Class::Fresh`] and queued behind every first reconcile of a burst, and its
-/// object's later triggers waited with it: at 10,000 stacks, 2,105 stacks whose Deployments
-/// were all available still showed their first status.
+/// The last status this controller wrote per object (by UID): the resourceVersion it was
+/// written over, the generation it observed and a digest of it, kept until the cache shows
+/// another version. A reconcile that runs before the watch delivers its own status write sees
+/// a cached status that lacks it, and would act on that:
+/// - it would send the same status again: a write that changes nothing, on an API server that
+///   is busiest exactly when the watch lags ([`StatusWrites::already_written`]);
+/// - classed from the cache alone it was [`Class::Fresh`] and queued behind every first
+///   reconcile of a burst, and its object's later triggers waited with it: at 10,000 stacks,
+///   2,105 stacks whose Deployments were all available still showed their first status
+///   ([`StatusWrites::class`]).
 #[derive(Default)]
-pub struct Observed(Mutex<HashMap<String, i64>>);
+pub struct StatusWrites(Mutex<HashMap<String, StatusWrite>>);
 
-impl Observed {
-    /// Entries kept at most; past it they are all dropped (only the help is lost: the cache
-    /// catches up by itself).
-    const MAX: usize = 16_384;
-
-    /// Records that a status write of the object `uid` observed `generation`.
-    pub fn record(&self, uid: &str, generation: i64) {
-        let mut observed = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if observed.len() >= Self::MAX {
-            observed.clear();
-        }
-        observed.insert(uid.to_owned(), generation);
-    }
-
-    /// The class of a cached object (`uid`, `generation`, the `observed` generation its cached
-    /// status shows), counting this controller's own writes the cache has not shown yet.
-    pub fn class(&self, uid: Option<&str>, generation: Option<i64>, observed: Option<i64>) -> Class {
-        let cached = Class::of(generation, observed);
-        let Some(uid) = uid else { return cached };
-        let mut written = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if cached == Class::Progress {
-            written.remove(uid);
-            return cached;
-        }
-        match written.get(uid).copied() {
-            Some(observed) if generation == Some(observed) => Class::Progress,
-            // Written at an older generation: the spec changed since, and the entry helps no more.
-            Some(_) => {
-                written.remove(uid);
-                cached
-            }
-            None => cached,
-        }
-    }
+/// One status write: the version it was written over, the generation it observed, its digest.
+struct StatusWrite {
+    over: String,
+    generation: Option<i64>,
+    digest: u64,
 }
 
-/// The last status this controller wrote per object (by UID): a digest of it and the
-/// resourceVersion it was written over, kept until the cache shows another version. A
-/// reconcile that runs before the watch delivers its own write compares its status with the
-/// cached one, which lacks the write, and would send the same status again: a write that
-/// changes nothing, on an API server that is busiest exactly when the watch lags.
-#[derive(Default)]
-pub struct StatusWrites(Mutex<HashMap<String, (String, u64)>>);
-
 impl StatusWrites {
-    /// Entries kept at most; past it they are all dropped (a dropped entry costs at most
-    /// one repeated write).
+    /// Entries kept at most; past it they are all dropped (a dropped entry costs at most one
+    /// repeated write or one turn from the fresh pool: the cache catches up by itself).
     const MAX: usize = 16_384;
 
-    /// Records that `status` (any serializable form) was written over `version` of `uid`.
-    pub fn record(&self, uid: &str, version: &str, status: &impl serde::Serialize) {
-        let mut writes = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// Records that `status` (any serializable form), observing `generation`, was written
+    /// over `version` of `uid`.
+    pub fn record(&self, uid: &str, version: &str, generation: Option<i64>, status: &impl serde::Serialize) {
+        let mut writes = self.lock();
         if writes.len() >= Self::MAX {
             writes.clear();
         }
-        writes.insert(uid.to_owned(), (version.to_owned(), digest(status)));
+        let write = StatusWrite { over: version.to_owned(), generation, digest: digest(status) };
+        writes.insert(uid.to_owned(), write);
     }
 
     /// Whether `status` is what this controller last wrote over `version`, the version the
     /// cache still shows: the write is done and only its watch event is missing. A cache at
     /// any other version (our write's own, or someone's after it) ends the entry.
     pub fn already_written(&self, uid: &str, version: &str, status: &impl serde::Serialize) -> bool {
-        let mut writes = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.while_cached(uid, version, |write| write.digest == digest(status)).unwrap_or(false)
+    }
+
+    /// The class of a cached object (`uid`, its `version` and `generation`, the `observed`
+    /// generation its cached status shows), counting this controller's status write over that
+    /// version the cache has not shown yet.
+    pub fn class(
+        &self,
+        uid: Option<&str>,
+        version: Option<&str>,
+        generation: Option<i64>,
+        observed: Option<i64>,
+    ) -> Class {
+        let cached = Class::of(generation, observed);
+        let (Some(uid), Some(version)) = (uid, version) else { return cached };
+        let ours = self.while_cached(uid, version, |write| generation.is_some() && write.generation == generation);
+        if ours == Some(true) { Class::Progress } else { cached }
+    }
+
+    /// `check` applied to the entry of `uid` while the cache still shows the `version` it was
+    /// written over; an entry over any other version is dropped (`None`).
+    fn while_cached(&self, uid: &str, version: &str, check: impl FnOnce(&StatusWrite) -> bool) -> Option<bool> {
+        let mut writes = self.lock();
         match writes.get(uid) {
-            Some((over, written)) if over == version => *written == digest(status),
+            Some(write) if write.over == version => Some(check(write)),
             Some(_) => {
                 writes.remove(uid);
-                false
+                None
             }
-            None => false,
+            None => None,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, StatusWrite>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -219,26 +214,26 @@ mod tests {
 
     #[test]
     fn a_reconcile_after_our_own_status_write_is_progress_before_the_cache_shows_it() {
-        let observed = Observed::default();
-        observed.record("u", 3);
-        // The cache still shows the status before the write.
-        assert_eq!(observed.class(Some("u"), Some(3), None), Class::Progress);
-        assert_eq!(observed.class(Some("u"), Some(3), Some(2)), Class::Progress);
+        let writes = StatusWrites::default();
+        writes.record("u", "7", Some(3), &"status");
+        // The cache still shows the version the status was written over.
+        assert_eq!(writes.class(Some("u"), Some("7"), Some(3), None), Class::Progress);
+        assert_eq!(writes.class(Some("u"), Some("7"), Some(3), Some(2)), Class::Progress);
         // The spec changed since: fresh, and the entry goes.
-        assert_eq!(observed.class(Some("u"), Some(4), Some(2)), Class::Fresh);
-        assert_eq!(observed.class(Some("u"), Some(3), Some(2)), Class::Fresh);
-        observed.record("u", 3);
+        assert_eq!(writes.class(Some("u"), Some("9"), Some(4), Some(2)), Class::Fresh);
+        assert_eq!(writes.class(Some("u"), Some("7"), Some(3), Some(2)), Class::Fresh);
+        writes.record("u", "7", Some(3), &"status");
         // Another object: only its cache counts.
-        assert_eq!(observed.class(Some("v"), Some(3), None), Class::Fresh);
+        assert_eq!(writes.class(Some("v"), Some("7"), Some(3), None), Class::Fresh);
         // Once the cache shows the write, the entry goes.
-        assert_eq!(observed.class(Some("u"), Some(3), Some(3)), Class::Progress);
-        assert!(observed.0.lock().map(|m| m.is_empty()).unwrap_or(false));
+        assert_eq!(writes.class(Some("u"), Some("8"), Some(3), Some(3)), Class::Progress);
+        assert!(writes.lock().is_empty());
     }
 
     #[test]
     fn a_status_written_over_the_cached_version_is_not_written_again() {
         let writes = StatusWrites::default();
-        writes.record("u", "7", &"ready 1/1");
+        writes.record("u", "7", Some(1), &"ready 1/1");
         // The cache still shows version 7: the same status is done, another one is not.
         assert!(writes.already_written("u", "7", &"ready 1/1"));
         assert!(!writes.already_written("u", "7", &"ready 0/1"));

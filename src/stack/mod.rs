@@ -78,9 +78,8 @@ pub struct Context {
     /// Reconciles run in trigger order, `concurrency` first ones and `concurrency` others at
     /// once (`turns`).
     turns: crate::turns::Turns,
-    /// Generations our status writes observed, until the cache shows them (for `turns`).
-    observed: crate::written::Observed,
-    /// Digests of our last status writes, until the cache shows them (`written`).
+    /// Our last status writes (digest, generation observed), until the cache shows them
+    /// (`written`): not sent twice, and classed as progress for `turns`.
     status_writes: crate::written::StatusWrites,
     stacks: Store<CachedStack>,
     /// The children each stack controls (candidates for pruning).
@@ -190,7 +189,6 @@ pub async fn run(
         synced,
         pace: pace::StatusPace::new(PROGRESS_WINDOW),
         turns: crate::turns::Turns::new(settings.concurrency),
-        observed: crate::written::Observed::default(),
         status_writes: crate::written::StatusWrites::default(),
         stacks: stack_store.clone(),
         owned,
@@ -282,7 +280,7 @@ impl SyncTracker {
 
 /// Which pool a stack's reconcile takes its turn from: progress when its status (cached, or
 /// as this controller last wrote it) observed its generation.
-fn class(stack: &CachedStack, written: &crate::written::Observed) -> crate::turns::Class {
+fn class(stack: &CachedStack, written: &crate::written::StatusWrites) -> crate::turns::Class {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct StatusView {
@@ -293,11 +291,12 @@ fn class(stack: &CachedStack, written: &crate::written::Observed) -> crate::turn
         status: Option<StatusView>,
     }
     let observed = stack.view::<View>().and_then(|view| view.status?.observed_generation);
-    written.class(stack.metadata.uid.as_deref(), stack.metadata.generation, observed)
+    let metadata = &stack.metadata;
+    written.class(metadata.uid.as_deref(), metadata.resource_version.as_deref(), metadata.generation, observed)
 }
 
 async fn reconcile(cached: Arc<CachedStack>, ctx: Arc<Context>) -> Result<Action> {
-    let Some((_turn, cached)) = ctx.turns.take(&ctx.stacks, &cached, |s| class(s, &ctx.observed)).await else {
+    let Some((_turn, cached)) = ctx.turns.take(&ctx.stacks, &cached, |s| class(s, &ctx.status_writes)).await else {
         return Ok(Action::await_change());
     };
     // Boxed: thousands of reconciles may wait for a turn, each only as big as this frame.
@@ -580,10 +579,7 @@ async fn write_status(ctx: &Context, stack: &SolutionStack, status: SolutionStac
     let written =
         reconciler::write_status(&ctx.writer, &ctx.recorder, stack, &status, &[status::REASON_ROLLING_OUT]).await?;
     if written.is_some() {
-        ctx.status_writes.record(&uid, &version, &status);
-        if let Some(generation) = status.observed_generation {
-            ctx.observed.record(&uid, generation);
-        }
+        ctx.status_writes.record(&uid, &version, status.observed_generation, &status);
     }
     Ok(written.is_some())
 }
