@@ -64,7 +64,7 @@ finish() {
   fi
   if [ "$test_crd_created" = 1 ]; then
     "$helm" uninstall citystack-tmpl -n citystack-chart-test-system >/dev/null 2>&1 || true
-    "$kubectl" delete crd solutionstacks.chart-test.citystack.io azureresources.chart-test.citystack.io --ignore-not-found >/dev/null || true
+    "$kubectl" delete crd solutionstacks.chart-test.citystack.io azureresources.chart-test.citystack.io solutionblueprints.chart-test.citystack.io --ignore-not-found >/dev/null || true
   fi
   rm -rf "$work"
   exit "$rc"
@@ -401,7 +401,7 @@ expect_verbs() {
 # watched_rules AS SCOPE: the controller's rules in one scope.
 watched_rules() {
   local as=$1 scope=$2
-  expect_verbs "$as" "$scope" solutionstacks.citystack.io "" get list watch
+  expect_verbs "$as" "$scope" solutionstacks.citystack.io "" get list watch patch
   expect_verbs "$as" "$scope" solutionstacks.citystack.io status get update patch
   expect_verbs "$as" "$scope" solutionstacks.citystack.io finalizers update
   expect_verbs "$as" "$scope" deployments.apps "" get list watch create patch delete
@@ -432,6 +432,8 @@ common_rules() {
   expect_verbs "$as" "-n $unwatched" leases.coordination.k8s.io ""
   expect_verbs "$as" "-A" leases.coordination.k8s.io ""
   expect_verbs "$as" "" selfsubjectaccessreviews.authorization.k8s.io "" create
+  expect_verbs "$as" "" solutionblueprints.citystack.io "" get list watch
+  expect_verbs "$as" "" solutionblueprints.citystack.io status patch
   expect_verbs "$as" "" customresourcedefinitions.apiextensions.k8s.io ""
   expect_verbs "$as" "-n $unwatched" pods ""
   expect_verbs "$as" "-n $unwatched" configmaps ""
@@ -490,7 +492,7 @@ add_newfield() { # CHART_DIR: a harmless optional string under spec in each CRD 
 step "crds.templated=true path, on a copy of the CRD renamed to group chart-test.citystack.io"
 # The shared CRD is left alone: a renamed copy exercises install, upgrade and uninstall.
 tcrd=solutionstacks.chart-test.citystack.io
-tcrds=("$tcrd" azureresources.chart-test.citystack.io)
+tcrds=("$tcrd" azureresources.chart-test.citystack.io solutionblueprints.chart-test.citystack.io)
 trelease=citystack-tmpl
 cp -r "$chart" "$work/templated"
 sed -i 's/citystack\.io/chart-test.citystack.io/g' "$work"/templated/crds/*.yaml

@@ -13,6 +13,11 @@ pub enum Category {
     InvalidSpec,
     /// `dependsOn` forms a cycle; waits for a spec change.
     DependencyCycle,
+    /// A stack's blueprint parameters do not fit the revision's schema; waits for a change.
+    InvalidParameters,
+    /// A blueprint revision's parameter schema or template does not check out (an expression
+    /// fails, or renders what a SolutionStack spec does not allow); waits for a change.
+    InvalidBlueprint,
     /// A referenced object (a bound Secret, a Secret key) does not exist; retried on change.
     MissingReference,
     /// A request to the Kubernetes API failed (5xx, 429, timeout, transport); retried with
@@ -47,6 +52,8 @@ impl Category {
         match self {
             Category::InvalidSpec => "InvalidSpec",
             Category::DependencyCycle => "DependencyCycle",
+            Category::InvalidParameters => "InvalidParameters",
+            Category::InvalidBlueprint => "InvalidBlueprint",
             Category::MissingReference => "MissingReference",
             Category::KubeApi => "KubeApi",
             Category::KubeRejected => "KubeRejected",
@@ -67,6 +74,8 @@ impl Category {
             self,
             Category::InvalidSpec
                 | Category::DependencyCycle
+                | Category::InvalidParameters
+                | Category::InvalidBlueprint
                 | Category::KubeRejected
                 | Category::Conflict
                 | Category::AzureOperationFailed

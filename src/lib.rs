@@ -7,6 +7,7 @@ pub mod api;
 pub mod azure;
 pub mod backoff;
 pub mod binding;
+pub mod blueprint;
 pub mod cluster;
 pub mod error;
 pub mod events;

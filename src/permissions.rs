@@ -36,7 +36,8 @@ impl std::fmt::Display for Permission {
     }
 }
 
-/// What the controllers do in each watched namespace (`None`: all), the Lease verbs in the
+/// What the controllers do in each watched namespace (`None`: all), SolutionBlueprints
+/// (cluster-scoped: read, and their status written), the Lease verbs in the
 /// lease namespace when leader election is on, the GET of Namespace `kube-system` (the
 /// cluster identity, [`crate::cluster`]) and, only when `trusted_namespaces` (the operator's
 /// identity may be used in namespaces a label selector picks), the Namespace list that
@@ -49,7 +50,7 @@ pub fn required(
     trusted_namespaces: bool,
 ) -> Vec<Permission> {
     const WATCHED: &[(&str, &str, &str, &[&str])] = &[
-        ("citystack.io", "solutionstacks", "", &["get", "list", "watch"]),
+        ("citystack.io", "solutionstacks", "", &["get", "list", "watch", "patch"]),
         ("citystack.io", "solutionstacks", "status", &["patch"]),
         ("citystack.io", "solutionstacks", "finalizers", &["update"]),
         ("apps", "deployments", "", &["get", "list", "watch", "create", "patch", "delete"]),
@@ -78,6 +79,12 @@ pub fn required(
         name: Some(crate::cluster::NAMESPACE),
         namespace: None,
     });
+    for (subresource, verbs) in [("", &["get", "list", "watch"][..]), ("status", &["patch"][..])] {
+        for verb in verbs {
+            let resource = "solutionblueprints";
+            out.push(Permission { group: "citystack.io", resource, subresource, verb, name: None, namespace: None });
+        }
+    }
     if trusted_namespaces {
         out.push(Permission {
             group: "",

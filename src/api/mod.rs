@@ -1,12 +1,17 @@
 //! CRD types only: serde + schemars + CEL validation rules + docs.
 
 pub mod azure;
+pub mod blueprint;
 pub mod condition;
 pub mod stack;
 
 pub use azure::{
     AzureKind, AzureResource, AzureResourceSpec, AzureResourceStatus, DeletionPolicy, Export, ExportSource,
     GenericSpec, Mode, SecretKeyRef, Sku,
+};
+pub use blueprint::{
+    BlueprintRef, BlueprintStatus, Parameter, ParameterType, Revision, RolloutSpec, SolutionBlueprint,
+    SolutionBlueprintSpec, SolutionBlueprintStatus,
 };
 pub use condition::{ConditionSpec, merge_conditions};
 pub use stack::{
@@ -30,7 +35,7 @@ pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
 /// Errors: only if serialisation fails, which would be a bug in the types.
 pub fn crd_documents() -> Result<Vec<(String, String)>, serde_yaml_ng::Error> {
     let mut out = Vec::new();
-    for crd in [AzureResource::crd(), SolutionStack::crd()] {
+    for crd in [AzureResource::crd(), SolutionBlueprint::crd(), SolutionStack::crd()] {
         let name = format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default());
         let mut value = serde_json::to_value(&crd).map_err(<serde_yaml_ng::Error as serde::ser::Error>::custom)?;
         unwrap_descriptions(&mut value);

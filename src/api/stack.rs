@@ -13,6 +13,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::api::blueprint::{BlueprintRef, BlueprintStatus};
+
 /// A whole partner solution in one namespace: container components plus bindings to the
 /// services they consume. The operator turns it into one Deployment and (when it has ports)
 /// one Service per component, named `<stack>-<component>`.
@@ -32,7 +34,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter and ending with a letter or digit): it prefixes the Service names"),
-    validation = Rule::new("self.spec.components.all(c, size(self.metadata.name) + size(c.name) <= 62)")
+    validation = Rule::new("!has(self.spec.components) || self.spec.components.all(c, size(self.metadata.name) + size(c.name) <= 62)")
         .message(Message::Expression("self.spec.components.map(c, size(self.metadata.name) + size(c.name) > 62, 'spec.components[' + c.name + ']: <stack name>-<component name> must fit in 63 characters (Deployment and Service names); shorten metadata.name or the component name')[0]".into()))
         .field_path(".spec.components"),
     validation = Rule::new("!has(self.spec.bindings) || self.spec.bindings.all(b, size(self.metadata.name) + size(b.name) <= 62)")
@@ -42,18 +44,23 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "!has(self.bindings) || !self.components.exists(c, self.bindings.exists(b, b.name == c.name))",
+        "rule": "!has(self.bindings) || !has(self.components) || !self.components.exists(c, self.bindings.exists(b, b.name == c.name))",
         "messageExpression": "self.bindings.map(b, self.components.exists(c, c.name == b.name), 'spec.bindings[' + b.name + ']: the name is also used by a component; names must be unique across components and bindings (dependsOn may name either)')[0]",
         "fieldPath": ".bindings"
     },
     {
-        "rule": "self.components.all(c, !has(c.uses) || c.uses.all(u, has(self.bindings) && self.bindings.exists(b, b.name == u)))",
+        "rule": "!has(self.components) || self.components.all(c, !has(c.uses) || c.uses.all(u, has(self.bindings) && self.bindings.exists(b, b.name == u)))",
         "messageExpression": "self.components.map(c, has(c.uses) && c.uses.exists(u, !has(self.bindings) || !self.bindings.exists(b, b.name == u)), 'spec.components[' + c.name + '].uses: ' + c.uses.filter(u, !has(self.bindings) || !self.bindings.exists(b, b.name == u))[0] + ' is not the name of an entry in spec.bindings')[0]",
         "fieldPath": ".components"
     },
     {
-        "rule": "self.components.all(c, !has(c.dependsOn) || c.dependsOn.all(d, self.components.exists(o, o.name == d) || (has(self.bindings) && self.bindings.exists(b, b.name == d))))",
+        "rule": "!has(self.components) || self.components.all(c, !has(c.dependsOn) || c.dependsOn.all(d, self.components.exists(o, o.name == d) || (has(self.bindings) && self.bindings.exists(b, b.name == d))))",
         "messageExpression": "self.components.map(c, has(c.dependsOn) && c.dependsOn.exists(d, !self.components.exists(o, o.name == d) && (!has(self.bindings) || !self.bindings.exists(b, b.name == d))), 'spec.components[' + c.name + '].dependsOn: ' + c.dependsOn.filter(d, !self.components.exists(o, o.name == d) && (!has(self.bindings) || !self.bindings.exists(b, b.name == d)))[0] + ' is not the name of a component or binding of this stack')[0]",
+        "fieldPath": ".components"
+    },
+    {
+        "rule": "has(self.blueprint) || (has(self.components) && size(self.components) > 0)",
+        "message": "spec.components: at least one component is needed, unless spec.blueprint gives them",
         "fieldPath": ".components"
     }
 ]))]
@@ -74,9 +81,16 @@ pub struct SolutionStackSpec {
     #[schemars(length(max = 16))]
     pub image_pull_secrets: Vec<LocalRef>,
 
+    /// The blueprint this stack instantiates: its template gives the components and bindings,
+    /// and the ones listed here are added beside them (names must not clash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blueprint: Option<BlueprintRef>,
+
     /// The container services of the solution; each becomes a Deployment and, when it has
-    /// ports, a Service. Names are unique across components and bindings.
-    #[schemars(length(min = 1, max = 32))]
+    /// ports, a Service. Names are unique across components and bindings. At least one,
+    /// unless `blueprint` gives them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub components: Vec<Component>,
 
@@ -491,6 +505,10 @@ pub struct SolutionStackStatus {
     /// One entry per binding, in spec order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<BindingStatus>,
+
+    /// The blueprint revision the stack runs and whether its parameters check out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blueprint: Option<BlueprintStatus>,
 }
 
 /// Observed state of one component.

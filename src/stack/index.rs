@@ -24,11 +24,24 @@ pub struct Refers {
     pub secrets: BTreeSet<String>,
     /// AzureResources it owns (inline Azure bindings) or references (`azureResourceRef`).
     pub azure: BTreeSet<String>,
+    /// The SolutionBlueprint it instantiates (cluster-scoped).
+    pub blueprint: Option<String>,
+}
+
+impl Refers {
+    fn union(mut self, other: Option<&Refers>) -> Refers {
+        if let Some(other) = other {
+            self.secrets.extend(other.secrets.iter().cloned());
+            self.azure.extend(other.azure.iter().cloned());
+            self.blueprint = self.blueprint.or_else(|| other.blueprint.clone());
+        }
+        self
+    }
 }
 
 /// The names `stack` refers to (pure).
 pub fn refers(stack: &SolutionStack) -> Refers {
-    let mut out = Refers::default();
+    let mut out = Refers { blueprint: stack.spec.blueprint.as_ref().map(|b| b.name.clone()), ..Default::default() };
     for binding in &stack.spec.bindings {
         if let Some(secret) = &binding.secret_ref {
             out.secrets.insert(secret.name.clone());
@@ -48,7 +61,15 @@ type Referrers = HashMap<Key, BTreeSet<String>>;
 struct Maps {
     secrets: Referrers,
     azure: Referrers,
+    /// Blueprint name → the stacks instantiating it.
+    blueprints: HashMap<String, BTreeSet<Key>>,
+    /// What each stack refers to, as indexed (its written spec's and its expansion's).
     stacks: HashMap<Key, Refers>,
+    /// What each stack's written spec refers to.
+    written: HashMap<Key, Refers>,
+    /// What a stack's expanded spec (its blueprint's template) refers to, as its last
+    /// reconcile found: the watch sees only the spec as written.
+    expanded: HashMap<Key, Refers>,
 }
 
 fn key(stack: &CachedStack) -> Key {
@@ -58,9 +79,19 @@ fn key(stack: &CachedStack) -> Key {
 impl Maps {
     fn insert(&mut self, stack: &CachedStack) {
         let (namespace, name) = key(stack);
-        self.remove(&namespace, &name);
         // A cached stack that does not parse back (a bug) refers to nothing.
         let refers = stack.object().map(|s| refers(&s)).unwrap_or_default();
+        self.set(namespace, name, refers);
+    }
+
+    fn set(&mut self, namespace: String, name: String, refers: Refers) {
+        self.remove(&namespace, &name);
+        let key = (namespace.clone(), name.clone());
+        self.written.insert(key.clone(), refers.clone());
+        let refers = refers.union(self.expanded.get(&key));
+        if let Some(blueprint) = &refers.blueprint {
+            self.blueprints.entry(blueprint.clone()).or_default().insert((namespace.clone(), name.clone()));
+        }
         for secret in &refers.secrets {
             self.secrets.entry((namespace.clone(), secret.clone())).or_default().insert(name.clone());
         }
@@ -72,6 +103,14 @@ impl Maps {
 
     fn remove(&mut self, namespace: &str, stack: &str) {
         let Some(old) = self.stacks.remove(&(namespace.to_owned(), stack.to_owned())) else { return };
+        if let Some(blueprint) = &old.blueprint
+            && let Some(set) = self.blueprints.get_mut(blueprint)
+        {
+            set.remove(&(namespace.to_owned(), stack.to_owned()));
+            if set.is_empty() {
+                self.blueprints.remove(blueprint);
+            }
+        }
         for (map, names) in [(&mut self.secrets, &old.secrets), (&mut self.azure, &old.azure)] {
             for name in names {
                 let key = (namespace.to_owned(), name.clone());
@@ -110,6 +149,8 @@ impl Index {
                 if let Ok(mut live) = self.live.lock() {
                     let (namespace, name) = key(stack);
                     live.remove(&namespace, &name);
+                    live.written.remove(&(namespace.clone(), name.clone()));
+                    live.expanded.remove(&(namespace, name));
                 }
             }
             watcher::Event::Init => {
@@ -124,11 +165,36 @@ impl Index {
             }
             watcher::Event::InitDone => {
                 let built = self.relist.lock().ok().and_then(|mut r| r.take());
-                if let (Some(built), Ok(mut live)) = (built, self.live.lock()) {
+                if let (Some(mut built), Ok(mut live)) = (built, self.live.lock()) {
+                    // Expansions of stacks still there carry over (the relist already used them).
+                    let mut expanded = std::mem::take(&mut live.expanded);
+                    expanded.retain(|key, _| built.stacks.contains_key(key));
+                    built.expanded = expanded;
                     *live = built;
                 }
             }
         }
+    }
+
+    /// Records what the expanded spec of the stack `key` refers to (after each reconcile of
+    /// a stack that instantiates a blueprint): its events then also wake the stack.
+    pub fn expanded(&self, key: (String, String), refers: Refers) {
+        let Ok(mut live) = self.live.lock() else { return };
+        if live.expanded.get(&key) == Some(&refers) {
+            return;
+        }
+        // Not indexed: deleted meanwhile (a reconcile runs only on a stack the watch saw).
+        let Some(written) = live.written.get(&key).cloned() else { return };
+        live.expanded.insert(key.clone(), refers);
+        let (namespace, name) = key;
+        live.set(namespace, name, written);
+    }
+
+    /// The stacks (any namespace) that instantiate the blueprint `name`.
+    pub fn instances(&self, name: &str) -> Vec<ObjectRef<CachedStack>> {
+        let Ok(live) = self.live.lock() else { return Vec::new() };
+        let stacks = live.blueprints.get(name).cloned().unwrap_or_default();
+        stacks.into_iter().map(|(namespace, stack)| ObjectRef::new(&stack).within(&namespace)).collect()
     }
 
     /// The stacks in `namespace` that bind the Secret `name`.
@@ -220,5 +286,35 @@ mod tests {
         assert!(index.binding_secret("town", "db").is_empty());
         assert_eq!(names(index.binding_secret("city", "db")), ["a"]);
         assert_eq!(index.sizes(), (1, 1, 0));
+    }
+
+    #[test]
+    fn a_blueprint_wakes_its_instances_and_their_expanded_references_them() {
+        let index = Index::default();
+        let with_blueprint: CachedStack = serde_json::from_value(serde_json::json!({
+            "apiVersion": "citystack.io/v1alpha1", "kind": "SolutionStack",
+            "metadata": {"name": "a", "namespace": "city"},
+            "spec": {"blueprint": {"name": "transport", "version": "^1"}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        index.observe(&Ok(watcher::Event::Apply(with_blueprint.clone())));
+        assert_eq!(names(index.instances("transport")), ["a"]);
+        let expanded = |secret: &str| Refers { secrets: [secret.to_owned()].into(), ..Default::default() };
+        index.expanded(("city".into(), "a".into()), expanded("events"));
+        assert_eq!(names(index.binding_secret("city", "events")), ["a"]);
+        // A later event of the stack (its status) keeps the expansion.
+        index.observe(&Ok(watcher::Event::Apply(with_blueprint.clone())));
+        assert_eq!(names(index.binding_secret("city", "events")), ["a"]);
+        // A new expansion replaces the old one.
+        index.expanded(("city".into(), "a".into()), expanded("events-v2"));
+        assert!(index.binding_secret("city", "events").is_empty());
+        assert_eq!(names(index.binding_secret("city", "events-v2")), ["a"]);
+        assert_eq!(names(index.instances("transport")), ["a"]);
+        // Gone: nothing of it is left.
+        index.observe(&Ok(watcher::Event::Delete(with_blueprint)));
+        assert!(index.instances("transport").is_empty());
+        assert!(index.binding_secret("city", "events-v2").is_empty());
+        index.expanded(("city".into(), "a".into()), expanded("late"));
+        assert!(index.binding_secret("city", "late").is_empty());
     }
 }

@@ -31,8 +31,9 @@ use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::api::{AzureResource, SolutionStack, SolutionStackStatus};
+use crate::api::{AzureResource, BlueprintStatus, SolutionBlueprint, SolutionStack, SolutionStackStatus};
 use crate::backoff::Backoff;
+use crate::blueprint;
 use crate::error::{Error, Result, bounded};
 use crate::events::Recorder;
 use crate::leader::LeaderGate;
@@ -82,6 +83,10 @@ pub struct Context {
     /// (`written`): not sent twice, and classed as progress for `turns`.
     status_writes: crate::written::StatusWrites,
     stacks: Store<CachedStack>,
+    /// Blueprints (cluster-scoped), for stacks that instantiate one.
+    blueprints: Store<SolutionBlueprint>,
+    /// What each stack refers to (its expanded spec's, once reconciled).
+    references: index::Index,
     /// The children each stack controls (candidates for pruning).
     owned: Arc<owned::Owned>,
 }
@@ -122,7 +127,7 @@ pub async fn run(
     // stream (after `reflect`), not with `Store::wait_until_ready`: that future wakes only
     // the last task to poll it, and the Controller itself polls the stack store's.
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
-    let sync = SyncTracker::new(5, synced_tx, health);
+    let sync = SyncTracker::new(6, synced_tx, health);
     let children = watcher::Config::default().labels(&crate::shard::child_selector(shard.as_ref()));
     let owned = Arc::new(owned::Owned::default());
     let (deploy_store, deploy_writer) = reflector::store();
@@ -159,6 +164,15 @@ pub async fn run(
         .reflect(secret_writer)
         .inspect(sync.observer(2));
     let secret_stream = relist::objects(secret_stream, secret_store.clone(), Events::Touched);
+    // Blueprints: few, cluster-scoped, never sharded; a change wakes their instances.
+    let blueprint_api: Api<SolutionBlueprint> = Api::all(client.clone());
+    let (blueprint_store, blueprint_writer) = reflector::store();
+    let blueprint_stream = watcher(blueprint_api, watcher::Config::default())
+        .default_backoff()
+        .modify(reconciler::strip)
+        .reflect(blueprint_writer)
+        .inspect(sync.observer(5));
+    let blueprint_stream = relist::objects(blueprint_stream, blueprint_store.clone(), Events::Touched);
     let (stack_store, stack_writer) = reflector::store();
     let references = index::Index::default();
     // Stacks are cached lean too (parsing strips them); each reconcile parses its stack.
@@ -191,11 +205,14 @@ pub async fn run(
         turns: crate::turns::Turns::new(settings.concurrency),
         status_writes: crate::written::StatusWrites::default(),
         stacks: stack_store.clone(),
+        blueprints: blueprint_store,
+        references: references.clone(),
         owned,
     });
 
     let promotions = leader.promotions();
     let secret_index = references.clone();
+    let blueprint_index = references.clone();
     // No limit in kube's runner: `ctx.turns` limits reconciles, fairly.
     let config = controller::Config::default().concurrency(0);
     let stop = shutdown.clone();
@@ -208,6 +225,9 @@ pub async fn run(
         })
         .watches_stream(azure_stream, move |resource: AzureResource| {
             references.using_azure(&resource.namespace().unwrap_or_default(), &resource.name_any())
+        })
+        .watches_stream(blueprint_stream, move |blueprint: SolutionBlueprint| {
+            blueprint_index.instances(&blueprint.name_any())
         })
         .reconcile_all_on(promotions)
         .graceful_shutdown_on({
@@ -320,10 +340,25 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
         return Ok(Action::await_change());
     }
 
+    // 0. the blueprint (pure, from its cache): the spec this stack becomes.
+    let instance = instance(stack, &ctx.blueprints);
+    if let (Some(version), false) = (&instance.record, stack.spec.paused) {
+        record_version(ctx, stack, version).await?;
+    }
+    if instance.error.is_none() {
+        let key = (namespace.clone(), stack.name_any());
+        ctx.references.expanded(key, index::refers(&instance.stack));
+    }
+    let blueprint_failed = instance.error.is_some();
+    let stack = instance.stack.as_ref();
+
     // 1. resolve (reads only)
     let bindings = ctx.secrets.resolve(stack, &ctx.azure).await?;
     // 2. validate (pure)
-    let validated = validate::validate(&stack.spec);
+    let validated = match instance.error {
+        Some(error) => Err(error),
+        None => validate::validate(&stack.spec),
+    };
     // 3. render (pure)
     let owner = stack.controller_owner_ref(&()).map(|mut o| {
         o.block_owner_deletion = Some(true);
@@ -443,8 +478,16 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
         plans: &plans,
         deployments: &deployments,
         services: &services,
+        blueprint: instance.status.as_ref(),
     };
-    let status = status::compute(&observation, &now);
+    let mut status = status::compute(&observation, &now);
+    if blueprint_failed && let Some(previous) = &stack.status {
+        // What the stack became is unknown now; its children are untouched, so their last
+        // reported state stands beside the Stalled condition.
+        status.components = previous.components.clone();
+        status.bindings = previous.bindings.clone();
+        status.ready = previous.ready.clone();
+    }
     // Progress waits for its window unless this reconcile is about to fail and retry on its
     // own backoff (which could hold the status back for longer).
     let now_instant = std::time::Instant::now();
@@ -476,6 +519,77 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
         return Ok(deferred.map_or_else(Action::await_change, Action::requeue));
     }
     Ok(soon(ctx.resync))
+}
+
+/// A stack as the pipeline sees it (see `blueprint`).
+struct Instance<'a> {
+    /// The stack, with the blueprint revision's template expanded into its spec.
+    stack: std::borrow::Cow<'a, SolutionStack>,
+    /// `status.blueprint`.
+    status: Option<BlueprintStatus>,
+    /// Why the blueprint could not be expanded; the stack is then left as it is.
+    error: Option<Error>,
+    /// A revision chosen now, to record on the stack (`blueprint::VERSION_ANNOTATION`).
+    record: Option<String>,
+}
+
+/// Expands the blueprint `stack` names, if any (pure; the blueprint from the cache).
+fn instance<'a>(stack: &'a SolutionStack, blueprints: &Store<SolutionBlueprint>) -> Instance<'a> {
+    let plain = |status, error| Instance { stack: std::borrow::Cow::Borrowed(stack), status, error, record: None };
+    let Some(reference) = &stack.spec.blueprint else { return plain(None, None) };
+    let assigned = stack.annotations().get(blueprint::VERSION_ANNOTATION).map(String::as_str);
+    let mut status = BlueprintStatus {
+        name: reference.name.clone(),
+        version: assigned.unwrap_or_default().to_owned(),
+        ..Default::default()
+    };
+    let Some(found) = blueprints.get(&ObjectRef::new(&reference.name)) else {
+        let error = Error::refused(
+            crate::error::Category::MissingReference,
+            format!("spec.blueprint.name: SolutionBlueprint {} does not exist", reference.name),
+        );
+        return plain(Some(status), Some(error));
+    };
+    let resolved = match blueprint::resolve(&found, reference, assigned) {
+        Ok(resolved) => resolved,
+        Err(error) => return plain(Some(status), Some(error)),
+    };
+    status.version = resolved.version.to_string();
+    let Some(revision) = blueprint::revision(&found, &resolved.version) else {
+        return plain(Some(status), Some(Error::InvalidSpec("spec.blueprint.version: revision not found".into())));
+    };
+    match blueprint::instantiate(stack, &found, revision) {
+        Ok(spec) => {
+            status.parameters = "Valid".into();
+            let mut expanded = stack.clone();
+            expanded.spec = spec;
+            Instance {
+                stack: std::borrow::Cow::Owned(expanded),
+                status: Some(status),
+                error: None,
+                record: resolved.record.then(|| resolved.version.to_string()),
+            }
+        }
+        Err(error) => {
+            if error.category() == crate::error::Category::InvalidParameters {
+                status.parameters = "Invalid".into();
+            }
+            plain(Some(status), Some(error))
+        }
+    }
+}
+
+/// Records on the stack the revision it runs from now on (a merge patch of one annotation;
+/// the annotation is the operator's).
+async fn record_version(ctx: &Context, stack: &SolutionStack, version: &str) -> Result<()> {
+    ctx.writer.may_write()?;
+    let api: Api<SolutionStack> = Api::namespaced(ctx.writer.client.clone(), &stack.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"metadata": {"annotations": {blueprint::VERSION_ANNOTATION: version}}});
+    api.patch(&stack.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .map_err(|e| Error::kube("record the blueprint revision", e))?;
+    info!(version, "blueprint revision recorded");
+    Ok(())
 }
 
 /// Why `component` must wait: each dependency (or used binding) that is not Ready, with the

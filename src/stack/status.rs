@@ -65,6 +65,8 @@ pub struct Observation<'a> {
     pub deployments: &'a BTreeMap<String, Deployment>,
     /// The Service DNS name of each component that has a Service.
     pub services: &'a BTreeMap<String, String>,
+    /// The blueprint revision the stack runs, when it instantiates one.
+    pub blueprint: Option<&'a crate::api::BlueprintStatus>,
 }
 
 /// Whether a Deployment has its current generation rolled out and available, as
@@ -171,6 +173,7 @@ pub fn compute(obs: &Observation<'_>, now: &Time) -> SolutionStackStatus {
         ready: Some(format!("{ready_count}/{}", components.len())),
         components,
         bindings,
+        blueprint: obs.blueprint.cloned(),
     }
 }
 
@@ -379,6 +382,7 @@ mod tests {
         let obs = Observation {
             stack,
             spec_error: None,
+            blueprint: None,
             child_error: None,
             transient_error: None,
             bindings: &bindings,
@@ -404,6 +408,7 @@ mod tests {
                 &Observation {
                     stack: &s,
                     spec_error: None,
+                    blueprint: None,
                     child_error: None,
                     transient_error: None,
                     bindings: &bindings,
@@ -490,6 +495,7 @@ mod tests {
         let obs = Observation {
             stack: &s,
             spec_error: Some(&error),
+            blueprint: None,
             child_error: None,
             transient_error: None,
             bindings: &bindings,
@@ -569,6 +575,7 @@ mod tests {
             let obs = Observation {
                 stack: &s,
                 spec_error: None,
+                blueprint: None,
                 child_error,
                 transient_error,
                 bindings: &bindings,
@@ -600,6 +607,7 @@ mod tests {
         let obs = Observation {
             stack: &s,
             spec_error: None,
+            blueprint: None,
             child_error: None,
             transient_error: None,
             bindings: &bindings,

@@ -49,6 +49,7 @@ impl Validated {
 /// first cycle found, e.g. `api -> worker -> api` (components visited in name order, so the
 /// message is stable).
 pub fn validate(spec: &SolutionStackSpec) -> Result<Validated> {
+    references(spec)?;
     environment_names(spec)?;
     requests_within_limits(spec)?;
     toleration_keys(spec)?;
@@ -63,6 +64,40 @@ pub fn validate(spec: &SolutionStackSpec) -> Result<Validated> {
         }
     }
     Ok(Validated { order: order.into_iter().map(str::to_owned).collect() })
+}
+
+/// Names are unique across components and bindings, `uses` names bindings and `dependsOn`
+/// names other components or bindings. Admission checks these on a stack as written (CEL
+/// rules on `spec`); a stack that instantiates a blueprint gets most of its components from
+/// the template, which admission never sees.
+fn references(spec: &SolutionStackSpec) -> Result<()> {
+    let mut names = BTreeSet::new();
+    let components = spec.components.iter().map(|c| ("components", c.name.as_str()));
+    for (field, name) in components.chain(spec.bindings.iter().map(|b| ("bindings", b.name.as_str()))) {
+        if !names.insert(name) {
+            return Err(Error::InvalidSpec(format!(
+                "spec.{field}[{name}]: the name is used twice; names must be unique across components and bindings"
+            )));
+        }
+    }
+    let bindings: BTreeSet<&str> = spec.bindings.iter().map(|b| b.name.as_str()).collect();
+    for component in &spec.components {
+        if let Some(used) = component.uses.iter().find(|u| !bindings.contains(u.as_str())) {
+            return Err(Error::InvalidSpec(format!(
+                "spec.components[{}].uses: {used} is not the name of an entry in spec.bindings",
+                component.name
+            )));
+        }
+        if let Some(dep) = component.depends_on.iter().find(|d| !names.contains(d.as_str()) || **d == component.name) {
+            let why = if *dep == component.name {
+                "must not name the component itself"
+            } else {
+                "is not the name of a component or binding of this stack"
+            };
+            return Err(Error::InvalidSpec(format!("spec.components[{}].dependsOn: {dep} {why}", component.name)));
+        }
+    }
+    Ok(())
 }
 
 /// No resource request is above its limit (the API server refuses such a Deployment: core/v1
@@ -199,6 +234,7 @@ mod tests {
             components,
             bindings: vec![],
             azure: None,
+            blueprint: None,
         }
     }
 
@@ -212,9 +248,27 @@ mod tests {
 
     #[test]
     fn acyclic_graph_is_ordered_dependencies_first() {
-        let validated = validate(&spec(&[("a", &["b", "db"]), ("b", &["c"]), ("c", &[]), ("d", &[])]));
+        let mut spec = spec(&[("a", &["b", "db"]), ("b", &["c"]), ("c", &[]), ("d", &[])]);
+        spec.bindings = serde_json::from_value(serde_json::json!([{"name": "db", "secretRef": {"name": "db"}}]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let validated = validate(&spec);
         let order = validated.map(|v| v.order).unwrap_or_default();
         assert_eq!(order, ["c", "b", "a", "d"]);
+    }
+
+    #[test]
+    fn references_admission_checks_are_checked_again_for_expanded_specs() {
+        let mut twice = spec(&[("a", &[]), ("b", &[])]);
+        twice.components[1].name = "a".into();
+        let mut unknown = spec(&[("a", &["nope"])]);
+        let mut itself = spec(&[("a", &["a"])]);
+        let mut unbound = spec(&[("a", &[])]);
+        unbound.components[0].uses = vec!["db".into()];
+        let message = |spec: &mut SolutionStackSpec| validate(spec).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message(&mut twice).starts_with("spec.components[a]: the name is used twice"));
+        assert!(message(&mut unknown).starts_with("spec.components[a].dependsOn: nope is not"));
+        assert!(message(&mut itself).starts_with("spec.components[a].dependsOn: a must not name"));
+        assert!(message(&mut unbound).starts_with("spec.components[a].uses: db is not"));
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub async fn client() -> Client {
 
 async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [SolutionStack::crd(), citystack::api::AzureResource::crd()] {
+    for crd in [SolutionStack::crd(), citystack::api::AzureResource::crd(), citystack::api::SolutionBlueprint::crd()] {
         let name = crd.name_any();
         crds.patch(&name, &PatchParams::apply("citystack-tests").force(), &Patch::Apply(&crd))
             .await

@@ -7,6 +7,7 @@ mod admission;
 mod azure;
 mod azure_safety;
 mod bindings;
+mod blueprints;
 mod dependencies;
 mod gitops_health;
 mod leader_election;

@@ -61,7 +61,8 @@ src/permissions.rs checks at start-up). Leases are separate: only in the release
 {{- define "citystack.watchRules" -}}
 - apiGroups: ["citystack.io"]
   resources: ["solutionstacks"]
-  verbs: ["get", "list", "watch"]
+  # patch: one annotation, the blueprint revision a stack that tracks a version range runs.
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["citystack.io"]
   resources: ["solutionstacks/status"]
   verbs: ["get", "patch", "update"]

@@ -1,0 +1,151 @@
+//! SolutionBlueprints: a stack instantiates a published revision with its parameters; bad
+//! parameters are Stalled naming the parameter; published revisions are immutable; a stack
+//! tracking a range records its revision and stays on it when a newer one is published.
+
+use citystack::api::{SolutionBlueprint, SolutionStack};
+use citystack::blueprint::VERSION_ANNOTATION;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use crate::harness::{self, DEADLINE, Operator, condition, wait_ready, wait_stack, wait_until};
+
+fn revision(version: &str) -> serde_json::Value {
+    json!({
+        "version": version,
+        "parameters": {
+            "city": {"type": "string", "required": true, "pattern": "^[a-z][-a-z]*$", "description": "City code"},
+            "replicas": {"type": "integer", "default": 1, "minimum": 1, "maximum": 5}
+        },
+        "template": {
+            "components": [{
+                "name": "api",
+                "image": format!("registry.example/transport-api:{version}"),
+                "replicas": "${params.replicas}",
+                "env": [{"name": "CITY", "value": "${params.city}"}, {"name": "INSTANCE", "value": "${instance.namespace}/${instance.name}"}]
+            }]
+        }
+    })
+}
+
+fn blueprint(name: &str, versions: &[&str]) -> SolutionBlueprint {
+    let revisions: Vec<_> = versions.iter().map(|v| revision(v)).collect();
+    serde_json::from_value(json!({
+        "apiVersion": "citystack.io/v1alpha1",
+        "kind": "SolutionBlueprint",
+        "metadata": {"name": name},
+        "spec": {"solution": "smart-transport", "revisions": revisions}
+    }))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn instance(name: &str, blueprint: &str, version: &str, parameters: serde_json::Value) -> SolutionStack {
+    serde_json::from_value(json!({
+        "apiVersion": "citystack.io/v1alpha1",
+        "kind": "SolutionStack",
+        "metadata": {"name": name},
+        "spec": {"blueprint": {"name": blueprint, "version": version, "parameters": parameters}}
+    }))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn env(deployment: &Deployment, name: &str) -> Option<String> {
+    let spec = deployment.spec.as_ref()?.template.spec.as_ref()?;
+    spec.containers.first()?.env.as_ref()?.iter().find(|e| e.name == name)?.value.clone()
+}
+
+#[tokio::test]
+async fn stacks_instantiate_published_revisions() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "blueprint", json!({})).await;
+    let _operator = Operator::start(&ns, 300).await;
+    let stacks: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let blueprints: Api<SolutionBlueprint> = Api::all(client.clone());
+    // Blueprints are cluster-scoped: one per test run, named after its namespace.
+    let name = ns.clone();
+    harness::apply(&blueprints, &blueprint(&name, &["1.0.0", "1.1.0"])).await;
+
+    // An exact version: that revision, with the parameters and the instance's identity.
+    harness::apply(&stacks, &instance("pinned", &name, "1.0.0", json!({"city": "hanoi", "replicas": 2}))).await;
+    let pinned = wait_ready(&stacks, "pinned").await;
+    let status = pinned.status.as_ref().and_then(|s| s.blueprint.clone()).unwrap_or_default();
+    assert_eq!(
+        (status.name.as_str(), status.version.as_str(), status.parameters.as_str()),
+        (name.as_str(), "1.0.0", "Valid")
+    );
+    let api = deployments.get("pinned-api").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(env(&api, "CITY").as_deref(), Some("hanoi"));
+    assert_eq!(env(&api, "INSTANCE"), Some(format!("{ns}/pinned")));
+    assert_eq!(api.spec.as_ref().and_then(|s| s.replicas), Some(2));
+    let image = api
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone());
+    assert_eq!(image.as_deref(), Some("registry.example/transport-api:1.0.0"));
+    assert!(pinned.annotations().get(VERSION_ANNOTATION).is_none(), "an exact version needs no record");
+
+    // A range: the highest revision in it, recorded on the stack.
+    harness::apply(&stacks, &instance("tracking", &name, "^1", json!({"city": "hue"}))).await;
+    let tracking = wait_ready(&stacks, "tracking").await;
+    assert_eq!(tracking.annotations().get(VERSION_ANNOTATION).map(String::as_str), Some("1.1.0"));
+    assert_eq!(tracking.status.as_ref().and_then(|s| s.blueprint.as_ref()).map(|b| b.version.as_str()), Some("1.1.0"));
+
+    // Bad parameters: Stalled, every bad one named by its path; nothing created.
+    harness::apply(&stacks, &instance("bad", &name, "1.0.0", json!({"replicas": 9, "colour": "red"}))).await;
+    let bad =
+        wait_stack(&stacks, "bad", "Stalled", |s| condition(s, "Stalled").is_some_and(|c| c.status == "True")).await;
+    let stalled = condition(&bad, "Stalled").cloned().unwrap_or_else(|| panic!("no Stalled condition"));
+    assert_eq!(stalled.reason, "InvalidParameters");
+    for path in
+        ["spec.blueprint.parameters.city", "spec.blueprint.parameters.colour", "spec.blueprint.parameters.replicas"]
+    {
+        assert!(stalled.message.contains(path), "{path} not named in: {}", stalled.message);
+    }
+    assert_eq!(bad.status.as_ref().and_then(|s| s.blueprint.as_ref()).map(|b| b.parameters.as_str()), Some("Invalid"));
+    assert!(deployments.get_opt("bad-api").await.unwrap_or_else(|e| panic!("{e}")).is_none());
+
+    // A blueprint that does not exist: named, and the stack starts once it is published.
+    let later = format!("{name}-later");
+    harness::apply(&stacks, &instance("early", &later, "1.0.0", json!({"city": "danang"}))).await;
+    let early = wait_stack(&stacks, "early", "waiting for its blueprint", |s| {
+        condition(s, "Ready").is_some_and(|c| c.message.contains(&format!("SolutionBlueprint {later} does not exist")))
+    })
+    .await;
+    assert!(early.status.is_some());
+    harness::apply(&blueprints, &blueprint(&later, &["1.0.0"])).await;
+    wait_ready(&stacks, "early").await;
+
+    // A published revision is immutable (CEL transition rule at admission).
+    let mut changed = serde_json::to_value(blueprint(&name, &["1.0.0", "1.1.0"])).unwrap_or_default();
+    changed["spec"]["revisions"][0]["template"]["components"][0]["image"] = json!("registry.example/other:1");
+    let refused = blueprints
+        .patch(&name, &PatchParams::apply("citystack-tests").force(), &Patch::Apply(&changed))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(refused.contains("a published revision is immutable"), "{refused}");
+
+    // A newer revision is published: a new stack in range starts on it, the recorded one stays.
+    harness::apply(&blueprints, &blueprint(&name, &["1.0.0", "1.1.0", "1.2.0"])).await;
+    harness::apply(&stacks, &instance("newcomer", &name, "^1", json!({"city": "hue"}))).await;
+    let newcomer = wait_ready(&stacks, "newcomer").await;
+    assert_eq!(newcomer.annotations().get(VERSION_ANNOTATION).map(String::as_str), Some("1.2.0"));
+    let tracking = stacks.get("tracking").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(tracking.annotations().get(VERSION_ANNOTATION).map(String::as_str), Some("1.1.0"));
+    let image = wait_until("tracking still runs 1.1.0", DEADLINE, || async {
+        let d = deployments.get("tracking-api").await.ok()?;
+        d.spec?.template.spec?.containers.first()?.image.clone()
+    })
+    .await;
+    assert_eq!(image, "registry.example/transport-api:1.1.0");
+
+    for blueprint in [&name, &later] {
+        let _ = blueprints.delete(blueprint, &Default::default()).await;
+    }
+    harness::delete_namespace(&client, &ns).await;
+}
