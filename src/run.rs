@@ -280,6 +280,28 @@ impl Work {
         shutdown: CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + use<> {
         let mut controllers: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();
+        // Rollouts need every instance of a blueprint in view: not when sharded.
+        let members = if shard.is_none() {
+            let (members, woken) = crate::blueprint::controller::Members::new(self.namespaces.len());
+            let writer = crate::reconciler::Writer {
+                client: self.client.clone(),
+                gate: gate.clone(),
+                metrics: self.metrics.clone(),
+            };
+            let all = self.namespaces.iter().any(Option::is_none);
+            let run = crate::blueprint::controller::run(
+                self.client.clone(),
+                writer,
+                members.clone(),
+                woken,
+                all,
+                shutdown.clone(),
+            );
+            controllers.push(Box::pin(run));
+            Some(members)
+        } else {
+            None
+        };
         for namespace in self.namespaces.clone() {
             let resync = Duration::from_secs(self.args.resync);
             let settings =
@@ -290,6 +312,7 @@ impl Work {
                 self.metrics.clone(),
                 self.health.clone(),
                 gate.clone(),
+                members.clone(),
                 shutdown.clone(),
             )));
             let azure = &self.args.azure;

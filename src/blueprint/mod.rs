@@ -5,7 +5,9 @@
 //! [`VERSION_ANNOTATION`], so a stack never moves to a newer revision outside a rollout.
 //! Everything here is pure; the stack controller reads the blueprint from its cache.
 
+pub mod controller;
 pub mod params;
+pub mod rollout;
 pub mod template;
 #[cfg(test)]
 mod tests;
@@ -23,9 +25,6 @@ use crate::error::{Category, Error, bounded};
 /// Annotation on a SolutionStack that tracks a version range: the revision it runs, written
 /// by the operator when the stack first resolves and by the blueprint's rollouts.
 pub const VERSION_ANNOTATION: &str = "citystack.io/blueprint-version";
-
-/// Label the operator sets on every child of a stack that instantiates a blueprint.
-pub const BLUEPRINT_LABEL: &str = "citystack.io/blueprint";
 
 /// What `spec.blueprint.version` asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -99,13 +99,15 @@ pub type CachedStack = lean::Lean<SolutionStack>;
 const PROGRESS_WINDOW: Duration = Duration::from_secs(3);
 
 /// Runs the controller until `shutdown` is cancelled, then finishes in-flight reconciles.
-/// Marks `health` ready once every cache has synced.
+/// Marks `health` ready once every cache has synced. Reports blueprint instances to `members`
+/// (the blueprint controller's rollouts), when given.
 pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Metrics,
     health: Health,
     leader: LeaderGate,
+    members: Option<Arc<blueprint::controller::Members>>,
     shutdown: CancellationToken,
 ) {
     let deployments: Api<lean::Lean<Deployment>> = reconciler::api(client.clone(), &settings.namespace);
@@ -184,6 +186,14 @@ pub async fn run(
         .inspect({
             let references = references.clone();
             move |event| references.observe(event)
+        })
+        .inspect({
+            let mut observe = members.as_ref().map(|m| m.observer(settings.namespace.clone()));
+            move |event| {
+                if let Some(observe) = observe.as_mut() {
+                    observe(event);
+                }
+            }
         });
     // A stack's own status write does not wake it again (a no-op reconcile per write, ~4 per
     // stack while it rolls out); its children's changes do.

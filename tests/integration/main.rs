@@ -14,6 +14,7 @@ mod leader_election;
 mod lifecycle;
 mod ownership;
 mod permissions;
+mod rollout;
 mod secret_canary;
 mod sharding;
 mod steady_state;
