@@ -123,14 +123,17 @@ echo "operator running (pid $(cat "$pidfile"), admin http://$admin, log $log)"
 
 applied=$(date +%s)
 "${kubectl[@]}" apply -f examples/
+# The partner catalog: six blueprints and their instances in three cities' namespaces.
+"${kubectl[@]}" apply -f examples/blueprints/
 # Only the examples' stacks are waited for: the cluster may hold others that are meant not to
 # be Ready. They turn Ready once their Azure resources are provisioned in the simulator and
 # the components using them have rolled out.
-stacks=$("${kubectl[@]}" get -f examples/ -o jsonpath='{range .items[?(@.kind=="SolutionStack")]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}')
+stacks=$("${kubectl[@]}" get -f examples/ -f examples/blueprints/ -o jsonpath='{range .items[?(@.kind=="SolutionStack")]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}')
 for stack in $stacks; do
   "${kubectl[@]}" wait --for=condition=Ready -n "${stack%/*}" "solutionstack/${stack#*/}" --timeout=300s
 done
 done_at=$(date +%s)
+"${kubectl[@]}" get solutionblueprints
 "${kubectl[@]}" get solutionstacks,azureresources -A
 echo
 echo "control plane up in $((ready_at - start))s; examples Ready $((done_at - applied))s after apply; total $((done_at - start))s"

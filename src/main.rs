@@ -37,11 +37,32 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
-    /// Print, offline, the objects a SolutionStack becomes (YAML).
+    /// Print, offline, the objects a SolutionStack becomes (YAML), expanded from its
+    /// SolutionBlueprint when it names one.
     Render {
-        /// File holding one or more SolutionStack documents; other kinds are skipped.
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
+        /// Files holding SolutionStack and SolutionBlueprint documents (repeat -f); other
+        /// kinds are skipped.
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show which instances a blueprint revision would move and what it would change in each
+    /// (objects added, changed with the fields that differ, removed), before it rolls out.
+    Plan {
+        /// Files holding the SolutionBlueprint (with the revision) and, offline, its instances.
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+        /// The blueprint (default: the only one in the files).
+        #[arg(long)]
+        blueprint: Option<String>,
+        /// The revision (default: the highest published in the file).
+        #[arg(long)]
+        version: Option<String>,
+        /// Take the instances from the cluster (every namespace) instead of the files.
+        #[arg(long)]
+        live: bool,
+        /// Kubeconfig for --live (default: KUBECONFIG, then ~/.kube/config, then in-cluster).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
     },
 }
 
@@ -57,7 +78,12 @@ async fn main() -> ExitCode {
             citystack::api::crds_yaml().map(|y| print!("{y}")).map_err(|e| e.to_string())
         }
         Command::Crds { out_dir: Some(dir) } => write_crds(&dir),
-        Command::Render { file } => render(&file).map(|y| print!("{y}")),
+        Command::Render { files } => {
+            read(&files).and_then(|d| citystack::blueprint::offline::render(&d)).map(|y| print!("{y}"))
+        }
+        Command::Plan { files, blueprint, version, live, kubeconfig } => {
+            plan(&files, blueprint, version.as_deref(), live.then_some(kubeconfig)).await.map(|out| print!("{out}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,7 +104,33 @@ fn write_crds(dir: &PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-fn render(file: &PathBuf) -> Result<String, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    citystack::stack::render::render_documents(&text).map_err(|e| format!("{}: {e}", file.display()))
+fn read(files: &[PathBuf]) -> Result<citystack::blueprint::offline::Documents, String> {
+    let mut documents = citystack::blueprint::offline::Documents::default();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        documents.read(&file.display().to_string(), &text)?;
+    }
+    Ok(documents)
+}
+
+async fn plan(
+    files: &[PathBuf],
+    blueprint: Option<String>,
+    version: Option<&str>,
+    live: Option<Option<PathBuf>>,
+) -> Result<String, String> {
+    let mut documents = read(files)?;
+    let name = match blueprint {
+        Some(name) => name,
+        None if documents.blueprints.len() == 1 => documents.blueprints.keys().next().cloned().unwrap_or_default(),
+        None => return Err("name the blueprint with --blueprint (the files hold none or several)".into()),
+    };
+    if let Some(kubeconfig) = live {
+        let metrics = citystack::telemetry::Metrics::new();
+        let client = citystack::run::client(kubeconfig.as_ref(), &metrics).await.map_err(|e| e.to_string())?;
+        let stacks: kube::Api<citystack::api::SolutionStack> = kube::Api::all(client);
+        let list = stacks.list(&Default::default()).await.map_err(|e| format!("list SolutionStacks: {e}"))?;
+        documents.stacks = list.items;
+    }
+    citystack::blueprint::offline::plan(&documents, &name, version)
 }

@@ -6,6 +6,7 @@
 //! Everything here is pure; the stack controller reads the blueprint from its cache.
 
 pub mod controller;
+pub mod offline;
 pub mod params;
 pub mod rollout;
 pub mod template;

@@ -322,40 +322,40 @@ pub fn to_yaml(children: &[DesiredChild]) -> Result<String> {
     Ok(out)
 }
 
-/// Renders, offline, every `SolutionStack` document of a YAML stream (other kinds are
-/// skipped): what `citystack render -f` prints. Bound Secrets (for Azure bindings, the
+/// Renders, offline, every `SolutionStack` document of a YAML stream, expanded from the
+/// `SolutionBlueprint` documents of the stream when it names one (other kinds are skipped):
+/// what `citystack render -f` prints. Bound Secrets (for Azure bindings, the
 /// AzureResource's `<name>-binding`) are assumed present; their data is unknown, so pod
 /// templates carry no binding hash.
 ///
 /// Errors: a message naming the document that is not valid YAML or not a valid stack, or the
 /// dependency cycle found.
 pub fn render_documents(text: &str) -> std::result::Result<String, String> {
-    use serde::Deserialize;
-    let mut out = String::new();
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = serde_json::Value::deserialize(document).map_err(|e| format!("document {}: {e}", index + 1))?;
-        if value.get("kind").and_then(Value::as_str) != Some("SolutionStack") {
-            continue;
-        }
-        let stack: SolutionStack = serde_json::from_value(value).map_err(|e| format!("document {}: {e}", index + 1))?;
-        super::validate::validate(&stack.spec).map_err(|e| format!("SolutionStack {}: {e}", stack.name_any()))?;
-        let resolved = stack
-            .spec
-            .bindings
-            .iter()
-            .filter_map(|b| {
-                // Azure bindings resolve to their AzureResource's binding Secret.
-                let secret = match &b.secret_ref {
-                    Some(secret) => secret.name.clone(),
-                    None => naming::binding_secret_name(&super::resolve::azure_resource_name(&stack, b)?),
-                };
-                Some((b.name.clone(), ResolvedBinding { name: b.name.clone(), secret_name: secret, data_hash: None }))
-            })
-            .collect();
-        let children = render(&stack, None, &resolved).map_err(|e| e.to_string())?;
-        out.push_str(&to_yaml(&children).map_err(|e| e.to_string())?);
-    }
-    Ok(out)
+    let mut documents = crate::blueprint::offline::Documents::default();
+    documents.read("input", text)?;
+    crate::blueprint::offline::render(&documents)
+}
+
+/// The children `stack` (a plain stack, or one already expanded from its blueprint) renders
+/// to offline, as [`render_documents`] describes.
+///
+/// Errors: the spec is invalid (`validate`), or rendering fails.
+pub fn offline(stack: &SolutionStack) -> std::result::Result<Vec<DesiredChild>, String> {
+    super::validate::validate(&stack.spec).map_err(|e| format!("SolutionStack {}: {e}", stack.name_any()))?;
+    let resolved = stack
+        .spec
+        .bindings
+        .iter()
+        .filter_map(|b| {
+            // Azure bindings resolve to their AzureResource's binding Secret.
+            let secret = match &b.secret_ref {
+                Some(secret) => secret.name.clone(),
+                None => naming::binding_secret_name(&super::resolve::azure_resource_name(&stack, b)?),
+            };
+            Some((b.name.clone(), ResolvedBinding { name: b.name.clone(), secret_name: secret, data_hash: None }))
+        })
+        .collect();
+    render(stack, None, &resolved).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! SolutionBlueprints: a stack instantiates a published revision with its parameters; bad
 //! parameters are Stalled naming the parameter; published revisions are immutable; a stack
-//! tracking a range records its revision and stays on it when a newer one is published.
+//! tracking a range records its revision and stays on it while the rollout is paused; a
+//! converged fleet of instances costs no writes.
 
 use citystack::api::{SolutionBlueprint, SolutionStack};
 use citystack::blueprint::VERSION_ANNOTATION;
@@ -130,8 +131,11 @@ async fn stacks_instantiate_published_revisions() {
         .unwrap_or_default();
     assert!(refused.contains("a published revision is immutable"), "{refused}");
 
-    // A newer revision is published: a new stack in range starts on it, the recorded one stays.
-    harness::apply(&blueprints, &blueprint(&name, &["1.0.0", "1.1.0", "1.2.0"])).await;
+    // A newer revision is published with its rollout paused: a new stack in range starts on
+    // it, the recorded one stays where it is.
+    let mut paused = blueprint(&name, &["1.0.0", "1.1.0", "1.2.0"]);
+    paused.spec.rollout = Some(citystack::api::RolloutSpec { paused: true, ..Default::default() });
+    harness::apply(&blueprints, &paused).await;
     harness::apply(&stacks, &instance("newcomer", &name, "^1", json!({"city": "hue"}))).await;
     let newcomer = wait_ready(&stacks, "newcomer").await;
     assert_eq!(newcomer.annotations().get(VERSION_ANNOTATION).map(String::as_str), Some("1.2.0"));
@@ -143,9 +147,73 @@ async fn stacks_instantiate_published_revisions() {
     })
     .await;
     assert_eq!(image, "registry.example/transport-api:1.1.0");
+    let rollout = wait_until("the rollout shows Paused", DEADLINE, || async {
+        let rollout = blueprints.get(&name).await.ok()?.status?.rollout?;
+        (rollout.phase == "Paused").then_some(rollout)
+    })
+    .await;
+    assert_eq!(rollout.version, "1.2.0");
+    let tracking = stacks.get("tracking").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(tracking.annotations().get(VERSION_ANNOTATION).map(String::as_str), Some("1.1.0"));
 
     for blueprint in [&name, &later] {
         let _ = blueprints.delete(blueprint, &Default::default()).await;
     }
+    harness::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_converged_fleet_of_instances_costs_no_writes() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "bp-steady", json!({})).await;
+    let stacks: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
+    let blueprints: Api<SolutionBlueprint> = Api::all(client.clone());
+    let name = ns.clone();
+    harness::apply(&blueprints, &blueprint(&name, &["1.0.0"])).await;
+    // A 2-second resync so several full resyncs happen within the test.
+    let operator = Operator::start(&ns, 2).await;
+    let names: Vec<String> = (0..5).map(|i| format!("city{i}")).collect();
+    for stack in &names {
+        harness::apply(&stacks, &instance(stack, &name, "^1", json!({"city": "hue"}))).await;
+    }
+    for stack in &names {
+        wait_ready(&stacks, stack).await;
+    }
+    wait_until("the blueprint's status counts 5 Ready instances", DEADLINE, || async {
+        let status = blueprints.get(&name).await.ok()?.status?;
+        let complete = status.rollout.as_ref().is_some_and(|r| r.phase == "Complete");
+        (complete && status.ready == 5 && status.instances == 5).then_some(())
+    })
+    .await;
+    let settled = operator.reconciles().await;
+    wait_until("a reconcile after Ready", DEADLINE, || async { (operator.reconciles().await > settled).then_some(()) })
+        .await;
+
+    let writes = operator.writes().await;
+    let reconciles = operator.reconciles().await;
+    wait_until("two full resyncs", DEADLINE, || async {
+        (operator.reconciles().await >= reconciles + 10.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        operator.writes().await,
+        writes,
+        "a resync of converged instances sent write requests:\n{}",
+        operator.log()
+    );
+    drop(operator);
+
+    // A fresh operator: its first reconciles (stacks and blueprint) write nothing.
+    let fresh = Operator::start(&ns, 300).await;
+    wait_until("the fresh operator reconciled every instance", DEADLINE, || async {
+        (fresh.reconciles().await >= 6.0).then_some(())
+    })
+    .await;
+    wait_until("the first reconciles compared every child", DEADLINE, || async {
+        (fresh.metric("citystack_child_applies_total", &[]).await >= 5.0).then_some(())
+    })
+    .await;
+    assert_eq!(fresh.writes().await, 0.0, "a fresh operator over converged instances wrote:\n{}", fresh.log());
+    let _ = blueprints.delete(&name, &Default::default()).await;
     harness::delete_namespace(&client, &ns).await;
 }
