@@ -153,7 +153,9 @@ pub enum ParameterType {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.type == 'array' || !has(self.items)", "message": "items is only for type: array", "fieldPath": ".items"},
-    {"rule": "self.type != 'array' || has(self.items)", "message": "type: array needs items"}
+    {"rule": "self.type != 'array' || has(self.items)", "message": "type: array needs items"},
+    {"rule": "!has(self.minimum) || !has(self.maximum) || self.minimum <= self.maximum", "message": "minimum is above maximum", "fieldPath": ".minimum"},
+    {"rule": "!has(self.minLength) || !has(self.maxLength) || self.minLength <= self.maxLength", "message": "minLength is above maxLength", "fieldPath": ".minLength"}
 ]))]
 pub struct Parameter {
     /// JSON type of the value.
@@ -353,7 +355,7 @@ pub struct BlueprintRef {
     pub name: String,
     /// An exact version (`1.4.0`: the stack stays on it), or a semver range (`^1`, `~1.4`,
     /// `>=1.2, <2`, `*`: the stack tracks it, moving only in the blueprint's rollouts).
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[0-9A-Za-z.*^~<>=, +-]+$"))]
     pub version: String,
     /// Values of the revision's parameters, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -350,7 +350,7 @@ pub fn offline(stack: &SolutionStack) -> std::result::Result<Vec<DesiredChild>, 
             // Azure bindings resolve to their AzureResource's binding Secret.
             let secret = match &b.secret_ref {
                 Some(secret) => secret.name.clone(),
-                None => naming::binding_secret_name(&super::resolve::azure_resource_name(&stack, b)?),
+                None => naming::binding_secret_name(&super::resolve::azure_resource_name(stack, b)?),
             };
             Some((b.name.clone(), ResolvedBinding { name: b.name.clone(), secret_name: secret, data_hash: None }))
         })

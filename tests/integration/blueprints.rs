@@ -95,8 +95,9 @@ async fn stacks_instantiate_published_revisions() {
     assert_eq!(tracking.annotations().get(VERSION_ANNOTATION).map(String::as_str), Some("1.1.0"));
     assert_eq!(tracking.status.as_ref().and_then(|s| s.blueprint.as_ref()).map(|b| b.version.as_str()), Some("1.1.0"));
 
-    // Bad parameters: Stalled, every bad one named by its path; nothing created.
-    harness::apply(&stacks, &instance("bad", &name, "1.0.0", json!({"replicas": 9, "colour": "red"}))).await;
+    // Bad parameters (a wrong type, an unknown one, a required one missing): Stalled, every
+    // bad one named by its path; nothing created.
+    harness::apply(&stacks, &instance("bad", &name, "1.0.0", json!({"replicas": "two", "colour": "red"}))).await;
     let bad =
         wait_stack(&stacks, "bad", "Stalled", |s| condition(s, "Stalled").is_some_and(|c| c.status == "True")).await;
     let stalled = condition(&bad, "Stalled").cloned().unwrap_or_else(|| panic!("no Stalled condition"));
@@ -108,6 +109,24 @@ async fn stacks_instantiate_published_revisions() {
     }
     assert_eq!(bad.status.as_ref().and_then(|s| s.blueprint.as_ref()).map(|b| b.parameters.as_str()), Some("Invalid"));
     assert!(deployments.get_opt("bad-api").await.unwrap_or_else(|e| panic!("{e}")).is_none());
+    harness::apply(&stacks, &instance("big", &name, "1.0.0", json!({"city": "hue", "replicas": 9}))).await;
+    let big =
+        wait_stack(&stacks, "big", "Stalled", |s| condition(s, "Stalled").is_some_and(|c| c.status == "True")).await;
+    let message = condition(&big, "Stalled").map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.starts_with("spec.blueprint.parameters.replicas: "), "{message}");
+
+    // What admission can see of a parameter schema is refused there.
+    for (field, parameter) in [
+        ("minimum", json!({"type": "integer", "default": 3, "minimum": 5, "maximum": 2})),
+        ("items", json!({"type": "string", "default": "x", "items": {"type": "string"}})),
+        ("needs items", json!({"type": "array", "default": []})),
+    ] {
+        let mut schema = serde_json::to_value(blueprint(&format!("{name}-adm"), &["1.0.0"])).unwrap_or_default();
+        schema["spec"]["revisions"][0]["parameters"]["odd"] = parameter;
+        let object: SolutionBlueprint = serde_json::from_value(schema).unwrap_or_else(|e| panic!("{e}"));
+        let refused = blueprints.create(&Default::default(), &object).await;
+        assert!(refused.is_err(), "{field}: a schema admission can check was admitted");
+    }
 
     // A blueprint that does not exist: named, and the stack starts once it is published.
     let later = format!("{name}-later");
@@ -153,6 +172,31 @@ async fn stacks_instantiate_published_revisions() {
     })
     .await;
     assert_eq!(rollout.version, "1.2.0");
+    let tracking = stacks.get("tracking").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(tracking.annotations().get(VERSION_ANNOTATION).map(String::as_str), Some("1.1.0"));
+
+    // A revision whose expression fails: its check names the field, the rollout halts before
+    // moving anyone, and a stack asking for it is Stalled naming the template field.
+    let mut broken = blueprint(&name, &["1.0.0", "1.1.0", "1.2.0", "1.3.0"]);
+    broken.spec.revisions[3].template["components"][0]["env"][0]["value"] = json!("${params.town}");
+    broken.spec.rollout = Some(citystack::api::RolloutSpec { paused: false, ..Default::default() });
+    harness::apply(&blueprints, &broken).await;
+    let status = wait_until("1.3.0 checked", DEADLINE, || async {
+        let status = blueprints.get(&name).await.ok()?.status?;
+        let checked = status.revisions.iter().any(|r| r.version == "1.3.0" && !r.valid);
+        let halted = status.rollout.as_ref().is_some_and(|r| r.version == "1.3.0" && r.phase == "Halted");
+        (checked && halted).then_some(status)
+    })
+    .await;
+    let message =
+        status.revisions.iter().find(|r| r.version == "1.3.0").and_then(|r| r.message.clone()).unwrap_or_default();
+    assert!(message.starts_with("template.components[0].env[0].value: `params.town`"), "{message}");
+    harness::apply(&stacks, &instance("broken", &name, "1.3.0", json!({"city": "hue"}))).await;
+    let broken =
+        wait_stack(&stacks, "broken", "Stalled", |s| condition(s, "Stalled").is_some_and(|c| c.status == "True")).await;
+    let stalled = condition(&broken, "Stalled").cloned().unwrap_or_else(|| panic!("no Stalled condition"));
+    assert_eq!(stalled.reason, "InvalidBlueprint");
+    assert!(stalled.message.contains("template.components[0].env[0].value"), "{}", stalled.message);
     let tracking = stacks.get("tracking").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(tracking.annotations().get(VERSION_ANNOTATION).map(String::as_str), Some("1.1.0"));
 
