@@ -115,6 +115,7 @@ impl Members {
             stalled: condition("Stalled")
                 .filter(|c| c.status == "True")
                 .map(|c| bounded(&format!("{}: {}", c.reason, c.message), 256)),
+            paused: stack.spec.paused,
         };
         let entry = (reference.name.clone(), member);
         let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());

@@ -2,7 +2,7 @@
 //! which revision now, and where the rollout stands.
 //!
 //! Only stacks that track a version range containing the target take part (a stack pinned to
-//! an exact version moves when a person changes it). Stacks above the target (a rollback:
+//! an exact version moves when a person changes it; a paused stack is never written). Stacks above the target (a rollback:
 //! `spec.rollout.version` set to an older revision) return to it at once. Stacks below it move
 //! in waves: the canary wave (the stacks the canary selector picks), then batches in
 //! namespace/name order. A wave starts only when every stack of the waves before runs the
@@ -58,6 +58,8 @@ pub struct Member {
     pub ready: bool,
     /// Stalled=True: the reason and message.
     pub stalled: Option<String>,
+    /// `spec.paused`: the stack takes no part in rollouts (nothing of it is written).
+    pub paused: bool,
 }
 
 /// What the rollout does now.
@@ -94,7 +96,7 @@ pub fn plan(
 
     let mut tracking: Vec<&Member> = members
         .iter()
-        .filter(|m| matches!(Wanted::parse(&m.wanted), Ok(Wanted::Range(ref r)) if r.matches(target)))
+        .filter(|m| !m.paused && matches!(Wanted::parse(&m.wanted), Ok(Wanted::Range(ref r)) if r.matches(target)))
         .collect();
     tracking.sort_by(|a, b| a.key.cmp(&b.key));
     let recorded = |m: &Member| m.recorded.as_deref().and_then(|v| Version::parse(v).ok());
@@ -263,6 +265,7 @@ mod tests {
             running: Some(on.into()),
             ready,
             stalled: None,
+            paused: false,
         }
     }
 
@@ -358,6 +361,7 @@ mod tests {
         let mut members: Vec<Member> = (0..4).map(|i| member(i, "1.0.0", true)).collect();
         members[0].wanted = "1.0.0".into();
         members[1].wanted = "^1".into();
+        members[3].paused = true;
         let out = plan(&v2(), &RolloutSpec::default(), &members, None, at(0));
         assert_eq!(keys(&out), ["city/s02"]);
         let paused = RolloutSpec { paused: true, ..Default::default() };
