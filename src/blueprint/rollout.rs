@@ -165,18 +165,6 @@ pub fn plan(
         plan.status = Some(status);
         return plan;
     }
-    // The waves so far are Ready: soak, then start the next.
-    let soak = spec.soak_seconds.map_or(0, i64::from);
-    if started > 0 && soak > 0 {
-        let soak_started = status.soak_started.get_or_insert_with(|| now.to_string()).clone();
-        let soaked = soak_started.parse::<Timestamp>().ok().map_or(0, |t| (now - t).get_seconds());
-        if soaked < soak {
-            status.phase = phase::SOAKING.into();
-            plan.wake_after = Some(soak - soaked);
-            plan.status = Some(status);
-            return plan;
-        }
-    }
     // Waves with nothing to move and already Ready pass at once: no wave, no soak.
     let mut next = started;
     while waves.get(next).is_some_and(|wave| wave.iter().all(|m| ready_on_target(m))) {
@@ -188,6 +176,18 @@ pub fn plan(
         status.soak_started = None;
         plan.status = Some(status);
         return plan;
+    }
+    // The waves so far are Ready: soak, then start the next.
+    let soak = spec.soak_seconds.map_or(0, i64::from);
+    if started > 0 && soak > 0 {
+        let soak_started = status.soak_started.get_or_insert_with(|| now.to_string()).clone();
+        let soaked = soak_started.parse::<Timestamp>().ok().map_or(0, |t| (now - t).get_seconds());
+        if soaked < soak {
+            status.phase = phase::SOAKING.into();
+            plan.wake_after = Some(soak - soaked);
+            plan.status = Some(status);
+            return plan;
+        }
     }
     status.wave = i32::try_from(next + 1).unwrap_or(i32::MAX);
     status.wave_started = Some(now.to_string());
