@@ -23,7 +23,7 @@ async fn missing_verb_fails_readyz_by_name() {
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": "narrow"},
         "rules": [
-            {"apiGroups": ["citystack.io"], "resources": ["solutionstacks"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["citystack.io"], "resources": ["solutionstacks"], "verbs": ["get", "list", "watch", "patch"]},
             {"apiGroups": ["citystack.io"], "resources": ["solutionstacks/status"], "verbs": ["get", "patch", "update"]},
             {"apiGroups": ["citystack.io"], "resources": ["solutionstacks/finalizers"], "verbs": ["update"]},
             {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "patch"]},
@@ -53,7 +53,11 @@ async fn missing_verb_fails_readyz_by_name() {
     // without --trusted-namespaces; the self check must not ask for more.
     let cluster_role: ClusterRole = serde_json::from_value(json!({
         "metadata": {"name": format!("{ns}-narrow")},
-        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "resourceNames": ["kube-system"], "verbs": ["get"]}]
+        "rules": [
+            {"apiGroups": [""], "resources": ["namespaces"], "resourceNames": ["kube-system"], "verbs": ["get"]},
+            {"apiGroups": ["citystack.io"], "resources": ["solutionblueprints"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["citystack.io"], "resources": ["solutionblueprints/status"], "verbs": ["patch"]}
+        ]
     }))
     .unwrap_or_else(|e| panic!("{e}"));
     Api::<ClusterRole>::all(client.clone()).create(&create, &cluster_role).await.unwrap_or_else(|e| panic!("{e}"));
