@@ -15,6 +15,7 @@ pub mod leader;
 pub mod naming;
 pub mod ownership;
 pub mod permissions;
+pub mod readable;
 pub mod reconciler;
 pub mod relist;
 pub mod run;

@@ -29,6 +29,7 @@ use crate::blueprint::rollout::{self, Member, phase};
 use crate::blueprint::{self, VERSION_ANNOTATION};
 use crate::error::{Error, Result, bounded};
 use crate::naming::FIELD_MANAGER;
+use crate::readable::Readable;
 use crate::reconciler::{self, Verdict, Writer};
 use crate::stack::CachedStack;
 
@@ -166,7 +167,7 @@ struct Context {
     /// overruled on blueprints they serve).
     all_namespaces: bool,
     members: Arc<Members>,
-    backoff: Backoff<ObjectRef<SolutionBlueprint>>,
+    backoff: Backoff<ObjectRef<Readable<SolutionBlueprint>>>,
     /// Revision checks by (blueprint UID, version): revisions are immutable.
     checks: Mutex<HashMap<(String, String), std::result::Result<(), String>>>,
 }
@@ -181,7 +182,7 @@ pub async fn run(
     all_namespaces: bool,
     shutdown: CancellationToken,
 ) {
-    let api: Api<SolutionBlueprint> = Api::all(client);
+    let api: Api<Readable<SolutionBlueprint>> = Api::all(client);
     let ctx = Arc::new(Context {
         writer,
         all_namespaces,
@@ -189,7 +190,7 @@ pub async fn run(
         backoff: Backoff::new(Duration::from_secs(1)),
         checks: Mutex::new(HashMap::new()),
     });
-    let wakes = tokio_stream_of(woken).map(|name| ObjectRef::<SolutionBlueprint>::new(&name));
+    let wakes = tokio_stream_of(woken).map(|name| ObjectRef::<Readable<SolutionBlueprint>>::new(&name));
     Controller::new(api, watcher::Config::default())
         .reconcile_on(wakes)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
@@ -207,12 +208,20 @@ fn tokio_stream_of(mut receiver: mpsc::Receiver<String>) -> impl futures::Stream
     futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
-async fn reconcile(blueprint: Arc<SolutionBlueprint>, ctx: Arc<Context>) -> Result<Action> {
-    let work = reconcile_inner(&blueprint, &ctx);
-    reconciler::reconcile(CONTROLLER, blueprint.as_ref(), &ctx.writer.metrics, &ctx.backoff, work).await
+async fn reconcile(read: Arc<Readable<SolutionBlueprint>>, ctx: Arc<Context>) -> Result<Action> {
+    let blueprint = match &read.object {
+        Ok(blueprint) => blueprint,
+        Err(reason) => {
+            // Its instances say so (Stalled, InvalidBlueprint); it changes only by a new write.
+            warn!(blueprint = %read.name_any(), reason, "a SolutionBlueprint cannot be read");
+            return Ok(Action::await_change());
+        }
+    };
+    let work = reconcile_inner(blueprint, &ctx);
+    reconciler::reconcile(CONTROLLER, read.as_ref(), &ctx.writer.metrics, &ctx.backoff, work).await
 }
 
-fn error_policy(blueprint: Arc<SolutionBlueprint>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(blueprint: Arc<Readable<SolutionBlueprint>>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = reconciler::retry_delay(CONTROLLER, blueprint.as_ref(), error, &ctx.writer.metrics, &ctx.backoff);
     Action::requeue(delay)
 }

@@ -239,13 +239,39 @@ impl<K: Child> Lean<K> {
     ///
     /// Errors: serde's, if the kept text no longer parses as `K` (a bug).
     pub fn parse(&self) -> serde_json::Result<K> {
-        serde_json::from_value(self.value())
+        let value = self.value();
+        if let Some(reason) = value.get(UNREADABLE).and_then(Value::as_str) {
+            return Err(serde_json::Error::custom(format!("the object cannot be read: {reason}")));
+        }
+        serde_json::from_value(value)
     }
 }
 
+/// Key of the text kept for an object that could not be read (see [`Lean::deserialize`]).
+const UNREADABLE: &str = "citystack.io/unreadable";
+
 impl<'de, K: Child> Deserialize<'de> for Lean<K> {
+    /// Captured as raw text first: serde_json skips raw values without recursing, so one
+    /// object nested deeper than its limit of 128 levels (which the API server accepts in
+    /// fields that preserve unknown fields) is kept by its metadata, and never reads as `K`,
+    /// instead of failing the whole list and with it the watch (`crate::readable`).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut object = Value::deserialize(deserializer)?;
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        let mut object: Value = match serde_json::from_str(raw.get()) {
+            Ok(object) => object,
+            Err(_) => {
+                let read = crate::readable::Readable::<K>::from_text(raw.get());
+                if read.metadata.name.is_none() {
+                    // A store needs the name (kube panics without one): fail as before.
+                    return Err(D::Error::custom("an object without a readable metadata.name"));
+                }
+                let reason = read.object.err().unwrap_or_default();
+                let text = serde_json::to_vec(&serde_json::json!({UNREADABLE: reason, "metadata": read.metadata}))
+                    .map_err(D::Error::custom)?;
+                let metadata = K::kept_metadata(read.metadata);
+                return Ok(Self { metadata, packed: K::dictionary().pack(&text), kind: PhantomData });
+            }
+        };
         let map = object.as_object_mut().ok_or_else(|| D::Error::custom("expected an object"))?;
         map.remove("apiVersion");
         map.remove("kind");

@@ -39,6 +39,7 @@ use crate::events::Recorder;
 use crate::leader::LeaderGate;
 use crate::naming;
 use crate::ownership;
+use crate::readable::Readable;
 use crate::reconciler;
 use crate::relist::{self, Events};
 use crate::telemetry::{Health, Metrics};
@@ -84,7 +85,7 @@ pub struct Context {
     status_writes: crate::written::StatusWrites,
     stacks: Store<CachedStack>,
     /// Blueprints (cluster-scoped), for stacks that instantiate one.
-    blueprints: Store<SolutionBlueprint>,
+    blueprints: Store<Readable<SolutionBlueprint>>,
     /// What each stack refers to (its expanded spec's, once reconciled).
     references: index::Index,
     /// The children each stack controls (candidates for pruning).
@@ -167,7 +168,7 @@ pub async fn run(
         .inspect(sync.observer(2));
     let secret_stream = relist::objects(secret_stream, secret_store.clone(), Events::Touched);
     // Blueprints: few, cluster-scoped, never sharded; a change wakes their instances.
-    let blueprint_api: Api<SolutionBlueprint> = Api::all(client.clone());
+    let blueprint_api: Api<Readable<SolutionBlueprint>> = Api::all(client.clone());
     let (blueprint_store, blueprint_writer) = reflector::store();
     let blueprint_stream = watcher(blueprint_api, watcher::Config::default())
         .default_backoff()
@@ -236,7 +237,7 @@ pub async fn run(
         .watches_stream(azure_stream, move |resource: AzureResource| {
             references.using_azure(&resource.namespace().unwrap_or_default(), &resource.name_any())
         })
-        .watches_stream(blueprint_stream, move |blueprint: SolutionBlueprint| {
+        .watches_stream(blueprint_stream, move |blueprint: Readable<SolutionBlueprint>| {
             blueprint_index.instances(&blueprint.name_any())
         })
         .reconcile_all_on(promotions)
@@ -544,7 +545,7 @@ struct Instance<'a> {
 }
 
 /// Expands the blueprint `stack` names, if any (pure; the blueprint from the cache).
-fn instance<'a>(stack: &'a SolutionStack, blueprints: &Store<SolutionBlueprint>) -> Instance<'a> {
+fn instance<'a>(stack: &'a SolutionStack, blueprints: &Store<Readable<SolutionBlueprint>>) -> Instance<'a> {
     let plain = |status, error| Instance { stack: std::borrow::Cow::Borrowed(stack), status, error, record: None };
     let Some(reference) = &stack.spec.blueprint else { return plain(None, None) };
     let assigned = stack.annotations().get(blueprint::VERSION_ANNOTATION).map(String::as_str);
@@ -560,15 +561,22 @@ fn instance<'a>(stack: &'a SolutionStack, blueprints: &Store<SolutionBlueprint>)
         );
         return plain(Some(status), Some(error));
     };
-    let resolved = match blueprint::resolve(&found, reference, assigned) {
+    let found = match &found.object {
+        Ok(found) => found,
+        Err(reason) => {
+            let message = format!("spec.blueprint.name: SolutionBlueprint {} cannot be read: {reason}", reference.name);
+            return plain(Some(status), Some(Error::refused(crate::error::Category::InvalidBlueprint, message)));
+        }
+    };
+    let resolved = match blueprint::resolve(found, reference, assigned) {
         Ok(resolved) => resolved,
         Err(error) => return plain(Some(status), Some(error)),
     };
     status.version = resolved.version.to_string();
-    let Some(revision) = blueprint::revision(&found, &resolved.version) else {
+    let Some(revision) = blueprint::revision(found, &resolved.version) else {
         return plain(Some(status), Some(Error::InvalidSpec("spec.blueprint.version: revision not found".into())));
     };
-    match blueprint::instantiate(stack, &found, revision) {
+    match blueprint::instantiate(stack, found, revision) {
         Ok(spec) => {
             status.parameters = "Valid".into();
             let mut expanded = stack.clone();

@@ -261,3 +261,52 @@ async fn a_converged_fleet_of_instances_costs_no_writes() {
     let _ = blueprints.delete(&name, &Default::default()).await;
     harness::delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test]
+async fn objects_nested_too_deep_to_read_stop_nothing_else() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "bp-deep", json!({})).await;
+    let stacks: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
+    let blueprints: Api<SolutionBlueprint> = Api::all(client.clone());
+    let name = ns.clone();
+    // The API server stores JSON nested 200 levels deep where unknown fields are preserved;
+    // serde_json reads 128. Created through raw requests: the typed client cannot read them.
+    let mut deep = json!("x");
+    for _ in 0..200 {
+        deep = json!({ "a": deep });
+    }
+    let raw = |object: serde_json::Value| serde_json::to_vec(&object).unwrap_or_default();
+    let mut template = revision("1.0.0")["template"].clone();
+    template["deep"] = deep.clone();
+    let deep_blueprint = json!({
+        "apiVersion": "citystack.io/v1alpha1", "kind": "SolutionBlueprint", "metadata": {"name": format!("{name}-deep")},
+        "spec": {"revisions": [{"version": "1.0.0", "template": template}]}
+    });
+    let deep_stack = json!({
+        "apiVersion": "citystack.io/v1alpha1", "kind": "SolutionStack", "metadata": {"name": "deep", "namespace": ns},
+        "spec": {"blueprint": {"name": name, "version": "1.0.0", "parameters": {"city": "hue", "x": deep}}}
+    });
+    for (url, body) in [
+        ("/apis/citystack.io/v1alpha1/solutionblueprints".to_owned(), raw(deep_blueprint)),
+        (format!("/apis/citystack.io/v1alpha1/namespaces/{ns}/solutionstacks"), raw(deep_stack)),
+    ] {
+        let request = http::Request::post(url).header("content-type", "application/json").body(body);
+        let response = client.request_text(request.unwrap_or_else(|e| panic!("{e}"))).await;
+        assert!(response.is_ok(), "the API server refused a deep object: {response:?}");
+    }
+    harness::apply(&blueprints, &blueprint(&name, &["1.0.0"])).await;
+    let _operator = Operator::start(&ns, 300).await;
+    // Stacks around them are served.
+    harness::apply(&stacks, &instance("fine", &name, "1.0.0", json!({"city": "hue"}))).await;
+    wait_ready(&stacks, "fine").await;
+    harness::apply(&stacks, &instance("on-deep", &format!("{name}-deep"), "1.0.0", json!({"city": "hue"}))).await;
+    let stalled =
+        wait_stack(&stacks, "on-deep", "Stalled", |s| condition(s, "Stalled").is_some_and(|c| c.status == "True"))
+            .await;
+    let message = condition(&stalled, "Stalled").map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains("cannot be read: nested more than 128 levels deep"), "{message}");
+    for blueprint in [name.clone(), format!("{name}-deep")] {
+        let _ = blueprints.delete(&blueprint, &Default::default()).await;
+    }
+    harness::delete_namespace(&client, &ns).await;
+}
