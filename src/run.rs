@@ -32,6 +32,12 @@ pub struct RunArgs {
     /// Namespaces to watch, comma-separated; all namespaces when empty.
     #[arg(long, value_delimiter = ',', default_value = "")]
     pub namespaces: Vec<String>,
+    /// With --namespaces, also run SolutionBlueprint rollouts and write blueprint status, for
+    /// the blueprints this installation sees instances of. Only when it serves every instance
+    /// of them: two installations rolling out one blueprint would overrule each other.
+    /// Watching all namespaces, rollouts always run (not with --shard).
+    #[arg(long)]
+    pub blueprint_rollouts: bool,
     /// Reconciles running at once (per watched namespace), of each kind: first reconciles of
     /// new or changed objects, and the ones that follow their children (`turns`).
     #[arg(long, default_value_t = 4)]
@@ -280,15 +286,16 @@ impl Work {
         shutdown: CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + use<> {
         let mut controllers: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();
-        // Rollouts need every instance of a blueprint in view: not when sharded.
-        let members = if shard.is_none() {
+        // Rollouts need every instance of a blueprint in view: not when sharded, and scoped to
+        // some namespaces only when told this installation serves all of a blueprint's.
+        let all = self.namespaces.iter().any(Option::is_none);
+        let members = if shard.is_none() && (all || self.args.blueprint_rollouts) {
             let (members, woken) = crate::blueprint::controller::Members::new(self.namespaces.len());
             let writer = crate::reconciler::Writer {
                 client: self.client.clone(),
                 gate: gate.clone(),
                 metrics: self.metrics.clone(),
             };
-            let all = self.namespaces.iter().any(Option::is_none);
             let run = crate::blueprint::controller::run(
                 self.client.clone(),
                 writer,

@@ -45,6 +45,9 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// Stack annotation writes a rollout sends at once.
 const MOVES_AT_ONCE: usize = 8;
 
+/// A rollout whose moves did not all land looks again this soon.
+const MOVE_RETRY: Duration = Duration::from_secs(5);
+
 /// The instances of every blueprint, by `namespace/name`, as the stack controllers' watches
 /// show them (their annotation, labels and the status the stack controller wrote).
 pub struct Members {
@@ -113,10 +116,11 @@ impl Members {
             recorded: stack.annotations().get(VERSION_ANNOTATION).cloned(),
             running: status.and_then(|s| s.blueprint.as_ref()).map(|b| b.version.clone()).filter(|v| !v.is_empty()),
             ready: condition("Ready").is_some_and(|c| c.status == "True"),
-            stalled: condition("Stalled")
-                .filter(|c| c.status == "True")
-                .map(|c| bounded(&format!("{}: {}", c.reason, c.message), 256)),
+            // The reason only: the message is the stack's (its namespace's) own, and the
+            // blueprint is cluster-scoped, readable by people who may not read the stack.
+            stalled: condition("Stalled").filter(|c| c.status == "True").map(|c| bounded(&c.reason, 64)),
             paused: stack.spec.paused,
+            resource_version: stack.metadata.resource_version.clone(),
         };
         let entry = (reference.name.clone(), member);
         let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
@@ -168,7 +172,7 @@ struct Context {
     all_namespaces: bool,
     members: Arc<Members>,
     backoff: Backoff<ObjectRef<Readable<SolutionBlueprint>>>,
-    /// Revision checks by (blueprint UID, version): revisions are immutable.
+    /// Revision checks by (blueprint UID, version and content digest).
     checks: Mutex<HashMap<(String, String), std::result::Result<(), String>>>,
 }
 
@@ -240,7 +244,10 @@ async fn reconcile_inner(blueprint: &SolutionBlueprint, ctx: &Context) -> Result
         .revisions
         .iter()
         .map(|revision| {
-            let key = (uid.clone(), revision.version.clone());
+            // By content too: a revision removed and published again under its version
+            // (admission compares only entries present on both sides) is checked anew.
+            let content = serde_json::to_vec(revision).map(|v| digest(&v)).unwrap_or_default();
+            let key = (uid.clone(), format!("{}@{content:x}", revision.version));
             let cached = ctx.checks.lock().ok().and_then(|c| c.get(&key).cloned());
             let result = cached.unwrap_or_else(|| {
                 let result = blueprint::check(revision);
@@ -280,22 +287,23 @@ async fn reconcile_inner(blueprint: &SolutionBlueprint, ctx: &Context) -> Result
         (None, _) => rollout::Plan::default(),
     };
 
+    let mut retry = false;
     if !plan.moves.is_empty() {
         ctx.writer.may_write()?;
         let client = ctx.writer.client.clone();
-        let results: Vec<Result<()>> = futures::stream::iter(plan.moves.clone())
-            .map(|(key, version)| {
+        let results: Vec<Result<bool>> = futures::stream::iter(plan.moves.clone())
+            .map(|(key, version, over)| {
                 let client = client.clone();
-                async move { move_stack(client, &key, &version).await }
+                async move { move_stack(client, &key, &version, over.as_deref()).await }
             })
             .buffer_unordered(MOVES_AT_ONCE)
             .collect()
             .await;
-        let moved = results.iter().filter(|r| r.is_ok()).count();
+        let moved = results.iter().filter(|r| matches!(r, Ok(true))).count();
         info!(blueprint = %blueprint.name_any(), moved, of = plan.moves.len(), "rollout moved stacks");
-        if let Some(error) = results.into_iter().find_map(|r| r.err()) {
-            return Err(error);
-        }
+        // A move that failed (or met a newer stack) does not hold the rollout's status back:
+        // the wave is recorded as started, its deadline runs, and the move is tried again.
+        retry = results.iter().any(|r| !matches!(r, Ok(true)));
     }
 
     let status = status(blueprint, &members, &checks, target.as_ref(), plan.status.clone(), &now);
@@ -309,21 +317,24 @@ async fn reconcile_inner(blueprint: &SolutionBlueprint, ctx: &Context) -> Result
             .map_err(|e| Error::kube("write SolutionBlueprint status", e))?;
     }
     let wake = plan.wake_after.map_or(RESYNC, |s| Duration::from_secs(s.clamp(1, 300).unsigned_abs()));
-    Ok(Action::requeue(wake))
+    Ok(Action::requeue(if retry { wake.min(MOVE_RETRY) } else { wake }))
 }
 
-/// Records `version` on the stack `key` (`namespace/name`): its stack controller does the rest.
-async fn move_stack(client: Client, key: &str, version: &str) -> Result<()> {
-    let Some((namespace, name)) = key.split_once('/') else { return Ok(()) };
+/// Records `version` on the stack `key` (`namespace/name`), written over resourceVersion
+/// `over` only (a stack changed since, e.g. paused, is planned again first): its stack
+/// controller does the rest. `Ok(false)`: not moved now (changed, gone, or refused; logged).
+async fn move_stack(client: Client, key: &str, version: &str, over: Option<&str>) -> Result<bool> {
+    let Some((namespace, name)) = key.split_once('/') else { return Ok(false) };
     let api: Api<crate::api::SolutionStack> = Api::namespaced(client, namespace);
-    let patch = serde_json::json!({"metadata": {"annotations": {VERSION_ANNOTATION: version}}});
+    let patch =
+        serde_json::json!({"metadata": {"resourceVersion": over, "annotations": {VERSION_ANNOTATION: version}}});
     match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(()),
-        // Deleted meanwhile: nothing to move.
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Ok(_) => Ok(true),
+        // Changed since it was seen, or deleted: its watch event replans the rollout.
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(false),
         Err(error) => {
-            warn!(stack = key, %error, "rollout could not move a stack");
-            Err(Error::kube(format!("move SolutionStack {key} to {version}"), error))
+            warn!(stack = key, error = %crate::error::Error::kube("move", error), "rollout could not move a stack");
+            Ok(false)
         }
     }
 }
@@ -396,6 +407,13 @@ fn status(
         rollout,
         conditions: merge_conditions(previous, &conditions, generation, &now),
     }
+}
+
+fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn count(n: usize) -> i32 {

@@ -208,7 +208,7 @@ fn render(template: &Value, vars: &template::Vars) -> Result<SolutionStackSpec, 
     let expanded = template::expand(template, vars).map_err(|e| format!("template.{e}"))?;
     serde_path_to_error::deserialize::<_, SolutionStackSpec>(expanded).map_err(|e| {
         let path = e.path().to_string();
-        let message = bounded(&e.inner().to_string(), 256);
+        let message = crate::readable::value_free(&e.inner().to_string());
         if path == "." { format!("template: {message}") } else { format!("template.{path}: {message}") }
     })
 }

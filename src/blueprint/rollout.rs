@@ -6,9 +6,11 @@
 //! `spec.rollout.version` set to an older revision) return to it at once. Stacks below it move
 //! in waves: the canary wave (the stacks the canary selector picks), then batches in
 //! namespace/name order. A wave starts only when every stack of the waves before runs the
-//! target and is Ready, and has soaked; a stack of a started wave that is Stalled, or not
-//! Ready on the target within the wave deadline, is a failure, and more failures than the
-//! budget halt the rollout (no further wave) until they clear or the target changes.
+//! target and is Ready (or failed within the budget), and has soaked; a stack of a started
+//! wave that is Stalled on the target, or of the current wave not Ready on it within the wave
+//! deadline, is a failure, and more failures than the budget halt the rollout: no further
+//! stack moves until the target changes (a rollback, or a fixed revision). A completed
+//! rollout stays complete until the target changes.
 
 use std::collections::BTreeMap;
 
@@ -60,13 +62,20 @@ pub struct Member {
     pub stalled: Option<String>,
     /// `spec.paused`: the stack takes no part in rollouts (nothing of it is written).
     pub paused: bool,
+    /// The resourceVersion this report describes: a move is written only over it, so a stack
+    /// that changed since (paused, moved by someone else) is looked at again first.
+    pub resource_version: Option<String>,
 }
+
+/// One stack to move: `namespace/name`, the revision, the resourceVersion it was seen at.
+pub type Move = (String, String, Option<String>);
 
 /// What the rollout does now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// Stacks (`namespace/name`) to move, and the revision each moves to.
-    pub moves: Vec<(String, String)>,
+    /// Stacks (`namespace/name`) to move, the revision each moves to, and the
+    /// resourceVersion the move is written over.
+    pub moves: Vec<Move>,
     /// The rollout's status (`None`: no target, nothing to roll).
     pub status: Option<RolloutStatus>,
     /// Seconds until a timer (soak, wave deadline) needs another look.
@@ -101,22 +110,32 @@ pub fn plan(
     tracking.sort_by(|a, b| a.key.cmp(&b.key));
     let recorded = |m: &Member| m.recorded.as_deref().and_then(|v| Version::parse(v).ok());
 
-    // Rollback: above the target, back to it at once.
-    for member in &tracking {
-        if recorded(member).is_some_and(|v| v > *target) {
-            plan.moves.push((member.key.clone(), target_text.clone()));
-        }
-    }
-
-    let waves = waves(&tracking, spec);
-    let on_target = |m: &Member| recorded(m).as_ref() == Some(target);
-    let ready_on_target = |m: &Member| on_target(m) && m.running.as_deref() == Some(target_text.as_str()) && m.ready;
-
     if spec.paused {
         status.phase = phase::PAUSED.into();
         plan.status = Some(status);
         return plan;
     }
+
+    // Rollback: above the target, back to it at once.
+    for member in &tracking {
+        if recorded(member).is_some_and(|v| v > *target) {
+            plan.moves.push((member.key.clone(), target_text.clone(), member.resource_version.clone()));
+        }
+    }
+
+    // A rollout that completed or halted stays so until its target changes: waves are
+    // recomputed from the fleet at each look, so a halt that lifted by itself (the failing
+    // stacks paused or deleted) would move a wave nobody checked, and failures after the
+    // rollout completed are the stacks' own (each is Stalled and says why).
+    if let Some(previous) = same.filter(|p| p.phase == phase::COMPLETE) {
+        plan.status = Some(previous.clone());
+        return plan;
+    }
+    let stays_halted = same.is_some_and(|p| p.phase == phase::HALTED);
+
+    let waves = waves(&tracking, spec);
+    let on_target = |m: &Member| recorded(m).as_ref() == Some(target);
+    let ready_on_target = |m: &Member| on_target(m) && m.running.as_deref() == Some(target_text.as_str()) && m.ready;
 
     let started = usize::try_from(status.wave).unwrap_or(0).min(waves.len());
     let deadline = spec.wave_deadline_seconds.map_or(DEFAULT_WAVE_DEADLINE, i64::from);
@@ -125,21 +144,24 @@ pub fn plan(
     // Failures among the started waves: Stalled on the target, or (current wave) not Ready
     // on it by the deadline.
     let mut failed = Vec::new();
+    let mut failing: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (index, wave) in waves.iter().take(started).enumerate() {
         let current = index + 1 == started;
         for member in wave {
             let stalled = member.stalled.as_ref().filter(|_| on_target(member));
             if let Some(why) = stalled {
                 failed.push(format!("{}: {why}", member.key));
+                failing.insert(&member.key);
             } else if current && !ready_on_target(member) && wave_age.is_some_and(|age| age >= deadline) {
                 failed.push(format!("{}: not Ready on {target_text} within {deadline} s", member.key));
+                failing.insert(&member.key);
             }
         }
     }
     let budget = spec.failure_budget.map_or(0, |b| b.max(0) as usize);
     // Stacks of started waves not on the target yet (the wave's moves, or a stack that
     // joined a started wave) move now, unless halted.
-    let halted = failed.len() > budget;
+    let halted = stays_halted || failed.len() > budget;
     status.failed = failed.iter().take(MAX_NAMED).cloned().collect();
     if halted {
         status.phase = phase::HALTED.into();
@@ -148,13 +170,18 @@ pub fn plan(
     }
     for wave in waves.iter().take(started) {
         for member in wave.iter().filter(|m| recorded(m).is_none_or(|v| v < *target)) {
-            plan.moves.push((member.key.clone(), target_text.clone()));
+            plan.moves.push((member.key.clone(), target_text.clone(), member.resource_version.clone()));
         }
     }
-    let done = waves.iter().take(started).all(|wave| wave.iter().all(|m| ready_on_target(m)));
+    // Failures within the budget do not hold the next wave back.
+    let done = waves
+        .iter()
+        .take(started)
+        .all(|wave| wave.iter().all(|m| ready_on_target(m) || failing.contains(m.key.as_str())));
     if !done {
         if let Some(age) = wave_age {
-            plan.wake_after = Some((deadline - age).max(1));
+            // Past the deadline nothing is timed any more: a stack's change wakes the rollout.
+            plan.wake_after = Some(if age < deadline { deadline - age } else { 60 });
         }
         plan.status = Some(status);
         return plan;
@@ -167,7 +194,10 @@ pub fn plan(
     }
     // Waves with nothing to move and already Ready pass at once: no wave, no soak.
     let mut next = started;
-    while waves.get(next).is_some_and(|wave| wave.iter().all(|m| ready_on_target(m))) {
+    while waves
+        .get(next)
+        .is_some_and(|wave| wave.iter().all(|m| ready_on_target(m) || failing.contains(m.key.as_str())))
+    {
         next += 1;
     }
     if next >= waves.len() {
@@ -193,7 +223,7 @@ pub fn plan(
     status.wave_started = Some(now.to_string());
     status.soak_started = None;
     for member in waves.get(next).into_iter().flatten().filter(|m| recorded(m).is_none_or(|v| v < *target)) {
-        plan.moves.push((member.key.clone(), target_text.clone()));
+        plan.moves.push((member.key.clone(), target_text.clone(), member.resource_version.clone()));
     }
     plan.wake_after = Some(deadline);
     plan.status = Some(status);
@@ -266,6 +296,7 @@ mod tests {
             ready,
             stalled: None,
             paused: false,
+            resource_version: None,
         }
     }
 
@@ -286,7 +317,7 @@ mod tests {
 
     /// Applies a plan's moves, as the stacks would after reconciling (not Ready yet).
     fn moved(members: &mut [Member], plan: &Plan) {
-        for (key, version) in &plan.moves {
+        for (key, version, _) in &plan.moves {
             if let Some(m) = members.iter_mut().find(|m| &m.key == key) {
                 m.recorded = Some(version.clone());
                 m.running = Some(version.clone());
@@ -296,7 +327,7 @@ mod tests {
     }
 
     fn keys(plan: &Plan) -> Vec<String> {
-        plan.moves.iter().map(|(k, _)| k.clone()).collect()
+        plan.moves.iter().map(|(k, _, _)| k.clone()).collect()
     }
 
     #[test]
@@ -350,10 +381,16 @@ mod tests {
         let later = plan(&v3, &spec(), &members, halted.status.as_ref(), at(400));
         assert!(later.moves.is_empty());
         assert_eq!(later.status.as_ref().map(|s| s.failed.len()), Some(3));
+        // The failing canaries paused (or deleted) to look into them: still halted, nothing moves.
+        let mut looked_into = members.clone();
+        looked_into.iter_mut().take(3).for_each(|m| m.paused = true);
+        let still = plan(&v3, &spec(), &looked_into, later.status.as_ref(), at(500));
+        assert!(still.moves.is_empty());
+        assert_eq!(still.status.as_ref().map(|s| s.phase.as_str()), Some(phase::HALTED));
         // Rollback: pin 2.0.0; the canaries return at once, the others were never touched.
         let back = plan(&v2(), &spec(), &members, later.status.as_ref(), at(410));
         assert_eq!(keys(&back), ["city/s00", "city/s01", "city/s02"]);
-        assert!(back.moves.iter().all(|(_, v)| v == "2.0.0"));
+        assert!(back.moves.iter().all(|(_, v, _)| v == "2.0.0"));
     }
 
     #[test]
@@ -374,6 +411,32 @@ mod tests {
         let out = plan(&v2(), &spec(), &members, None, at(0));
         assert!(out.moves.is_empty());
         assert_eq!(out.status.map(|s| (s.phase, s.wave)), Some((phase::COMPLETE.to_owned(), 4)));
+    }
+
+    #[test]
+    fn failures_within_the_budget_let_the_next_wave_start() {
+        let mut members: Vec<Member> = (0..30).map(|i| member(i, "1.0.0", true)).collect();
+        let budget = RolloutSpec { failure_budget: Some(1), soak_seconds: None, ..spec() };
+        let first = plan(&v2(), &budget, &members, None, at(0));
+        moved(&mut members, &first);
+        members.iter_mut().take(3).for_each(|m| m.ready = true);
+        members[0].ready = false;
+        members[0].stalled = Some("KubeRejected".into());
+        let next = plan(&v2(), &budget, &members, first.status.as_ref(), at(10));
+        assert_eq!(next.moves.len(), 10);
+        assert_eq!(next.status.as_ref().map(|s| (s.wave, s.failed.len())), Some((2, 1)));
+    }
+
+    #[test]
+    fn a_completed_rollout_stays_complete() {
+        let mut members: Vec<Member> = (0..4).map(|i| member(i, "2.0.0", true)).collect();
+        let done = plan(&v2(), &spec(), &members, None, at(0));
+        assert_eq!(done.status.as_ref().map(|s| s.phase.as_str()), Some(phase::COMPLETE));
+        members[0].stalled = Some("Conflict".into());
+        members[0].ready = false;
+        let later = plan(&v2(), &spec(), &members, done.status.as_ref(), at(5000));
+        assert_eq!(later.status.as_ref().map(|s| s.phase.as_str()), Some(phase::COMPLETE));
+        assert!(later.moves.is_empty());
     }
 
     #[test]

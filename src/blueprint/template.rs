@@ -98,7 +98,7 @@ pub fn expand(template: &Value, vars: &Vars) -> Result<Value, TemplateError> {
         ("labels", Cel::from(labels)),
     ]);
     context.add_variable_from_value("instance", Cel::from(instance));
-    let mut walk = Walk { context, expressions: 0 };
+    let mut walk = Walk { context, expressions: 0, produced: 0 };
     let rendered = walk.value(template, &mut String::new())?;
     let size = serde_json::to_vec(&rendered).map(|v| v.len()).unwrap_or(usize::MAX);
     if size > MAX_RENDERED {
@@ -114,6 +114,8 @@ fn whole(message: String) -> TemplateError {
 struct Walk<'a> {
     context: Context<'a, 'a>,
     expressions: usize,
+    /// Bytes the strings and expressions produced so far.
+    produced: usize,
 }
 
 impl Walk<'_> {
@@ -152,7 +154,13 @@ impl Walk<'_> {
         let pieces = split(text).map_err(error)?;
         if let [Piece::Expression(source)] = pieces.as_slice() {
             let value = self.evaluate(source).map_err(error)?;
-            return value.json().map_err(|_| error(format!("`{source}` gives a value JSON cannot hold")));
+            let json = value.json().map_err(|_| error(format!("`{source}` gives a value JSON cannot hold")))?;
+            // Counted as they come, so a template cannot hold many large values at once.
+            self.produced += serde_json::to_vec(&json).map(|v| v.len()).unwrap_or(usize::MAX);
+            if self.produced > MAX_RENDERED {
+                return Err(error(format!("the rendered template grows past {MAX_RENDERED} bytes")));
+            }
+            return Ok(json);
         }
         let mut out = String::new();
         for piece in pieces {
@@ -176,6 +184,10 @@ impl Walk<'_> {
                 return Err(error(format!("the string grows past {MAX_RENDERED} bytes")));
             }
         }
+        self.produced += out.len();
+        if self.produced > MAX_RENDERED {
+            return Err(error(format!("the rendered template grows past {MAX_RENDERED} bytes")));
+        }
         Ok(Value::String(out))
     }
 
@@ -185,10 +197,37 @@ impl Walk<'_> {
             return Err(format!("more than {MAX_EXPRESSIONS} expressions in the template"));
         }
         let program = compile(source)?;
-        program
-            .execute(&self.context)
-            .map_err(|e| format!("`{source}`: {}", crate::error::bounded(&e.to_string(), 256)))
+        program.execute(&self.context).map_err(|e| format!("`{source}`: {}", describe(&e)))
     }
+}
+
+/// What went wrong, naming types, keys and functions but never a value: the `cel` crate's
+/// own messages print the values involved (a parameter, a label), and these messages reach
+/// conditions, Events and the cluster-scoped blueprint's status.
+fn describe(error: &cel::ExecutionError) -> String {
+    use cel::ExecutionError as E;
+    let message = match error {
+        E::NoSuchKey(key) => format!("no such key: {key}"),
+        E::UndeclaredReference(name) => format!("undeclared reference to {name}"),
+        E::NoSuchOverload(overload) => overload.to_string(),
+        E::UnexpectedType { got, want } => format!("expected {want}, got {got}"),
+        E::UnsupportedBinaryOperator(op, a, b) => {
+            format!("operator {op} does not apply to {:?} and {:?}", a.type_of(), b.type_of())
+        }
+        E::ValuesNotComparable(a, b) => format!("a {:?} and a {:?} cannot be compared", a.type_of(), b.type_of()),
+        E::UnsupportedIndex(index, target) => {
+            format!("a {:?} cannot index a {:?}", index.type_of(), target.type_of())
+        }
+        E::DivisionByZero(_) => "division by zero".into(),
+        E::RemainderByZero(_) => "remainder by zero".into(),
+        E::Overflow(op, _, _) => format!("overflow in {op}"),
+        E::IndexOutOfBounds(_) => "index out of bounds".into(),
+        E::InvalidArgumentCount { expected, actual } => format!("expected {expected} arguments, got {actual}"),
+        E::FunctionError { function, .. } => format!("{function} failed"),
+        E::MissingArgumentOrTarget => "missing argument or target".into(),
+        _ => "cannot be evaluated".into(),
+    };
+    crate::error::bounded(&message, 256)
 }
 
 /// Parses one expression (bounded in length; the parser bounds nesting).
@@ -442,6 +481,18 @@ mod tests {
         let copies = format!("${{[{}]}}", vec!["params.long"; 80].join(","));
         let lots = vec![json!(copies); 4];
         assert!(expand(&json!({"a": lots}), &long).is_err_and(|e| e.message.contains("rendered template")));
+    }
+
+    #[test]
+    fn evaluation_errors_name_no_value() {
+        let mut secretive = vars();
+        secretive.params.insert("token".into(), json!("s3cr3t"));
+        for expression in ["${params.token + 1}", "${params.token < 1}", "${params.token[1]}", "${int(params.token)}"] {
+            let message =
+                expand(&json!({"a": expression}), &secretive).err().map(|e| e.to_string()).unwrap_or_default();
+            let shown = message.replace("params.token", "");
+            assert!(!shown.contains("s3cr3t") && !message.is_empty(), "{message}");
+        }
     }
 
     #[test]

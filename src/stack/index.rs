@@ -166,10 +166,17 @@ impl Index {
             watcher::Event::InitDone => {
                 let built = self.relist.lock().ok().and_then(|mut r| r.take());
                 if let (Some(mut built), Ok(mut live)) = (built, self.live.lock()) {
-                    // Expansions of stacks still there carry over (the relist already used them).
+                    // Expansions of stacks still there carry over, and their entries are
+                    // indexed again with them (the relist saw only the written specs).
                     let mut expanded = std::mem::take(&mut live.expanded);
                     expanded.retain(|key, _| built.stacks.contains_key(key));
                     built.expanded = expanded;
+                    let keys: Vec<Key> = built.expanded.keys().cloned().collect();
+                    for (namespace, name) in keys {
+                        if let Some(written) = built.written.get(&(namespace.clone(), name.clone())).cloned() {
+                            built.set(namespace, name, written);
+                        }
+                    }
                     *live = built;
                 }
             }
@@ -310,6 +317,11 @@ mod tests {
         assert!(index.binding_secret("city", "events").is_empty());
         assert_eq!(names(index.binding_secret("city", "events-v2")), ["a"]);
         assert_eq!(names(index.instances("transport")), ["a"]);
+        // A relist keeps the expansion indexed.
+        index.observe(&Ok(watcher::Event::Init));
+        index.observe(&Ok(watcher::Event::InitApply(with_blueprint.clone())));
+        index.observe(&Ok(watcher::Event::InitDone));
+        assert_eq!(names(index.binding_secret("city", "events-v2")), ["a"]);
         // Gone: nothing of it is left.
         index.observe(&Ok(watcher::Event::Delete(with_blueprint)));
         assert!(index.instances("transport").is_empty());

@@ -175,7 +175,10 @@ pub async fn run(
         .modify(reconciler::strip)
         .reflect(blueprint_writer)
         .inspect(sync.observer(5));
-    let blueprint_stream = relist::objects(blueprint_stream, blueprint_store.clone(), Events::Touched);
+    // Only what resolving reads wakes the instances: the spec (generation) and where the
+    // rollout stands, not the instance counts each status write changes.
+    let blueprint_stream = relist::objects(blueprint_stream, blueprint_store.clone(), Events::Touched)
+        .predicate_filter(blueprint_intent, Default::default());
     let (stack_store, stack_writer) = reflector::store();
     let references = index::Index::default();
     // Stacks are cached lean too (parsing strips them); each reconcile parses its stack.
@@ -352,9 +355,30 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     }
 
     // 0. the blueprint (pure, from its cache): the spec this stack becomes.
-    let instance = instance(stack, &ctx.blueprints);
-    if let (Some(version), false) = (&instance.record, stack.spec.paused) {
-        record_version(ctx, stack, version).await?;
+    // Expressions run on the blocking pool (on a thread of their own, `template::isolated`):
+    // a hostile template costs its own time, never a runtime worker's.
+    let instance = match &stack.spec.blueprint {
+        None => Instance { stack: std::borrow::Cow::Borrowed(stack), status: None, error: None, record: None },
+        Some(_) => {
+            let (owned, blueprints) = (stack.clone(), ctx.blueprints.clone());
+            let expanded = tokio::task::spawn_blocking(move || {
+                let found = instance(&owned, &blueprints);
+                let stack = std::borrow::Cow::Owned(found.stack.into_owned());
+                Instance { stack, status: found.status, error: found.error, record: found.record }
+            });
+            expanded.await.map_err(|e| {
+                Error::refused(
+                    crate::error::Category::InvalidBlueprint,
+                    format!("the blueprint's expansion failed: {e}"),
+                )
+            })?
+        }
+    };
+    if let (Some(version), false) = (&instance.record, stack.spec.paused)
+        && !record_version(ctx, stack, version).await?
+    {
+        // Changed since read (a rollout moved it): the next reconcile reads the change.
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     if instance.error.is_none() {
         let key = (namespace.clone(), stack.name_any());
@@ -532,6 +556,19 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     Ok(soon(ctx.resync))
 }
 
+/// Predicate for blueprint events: what stacks read of a blueprint (its generation, and the
+/// rollout's target and phase, which decide where a new instance starts).
+fn blueprint_intent(blueprint: &Readable<SolutionBlueprint>) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    blueprint.metadata.generation.hash(&mut hasher);
+    blueprint.metadata.uid.hash(&mut hasher);
+    let rollout = blueprint.object.as_ref().ok().and_then(|b| b.status.as_ref()).and_then(|s| s.rollout.as_ref());
+    rollout.map(|r| (&r.version, &r.phase)).hash(&mut hasher);
+    blueprint.object.is_ok().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// A stack as the pipeline sees it (see `blueprint`).
 struct Instance<'a> {
     /// The stack, with the blueprint revision's template expanded into its spec.
@@ -598,16 +635,22 @@ fn instance<'a>(stack: &'a SolutionStack, blueprints: &Store<Readable<SolutionBl
 }
 
 /// Records on the stack the revision it runs from now on (a merge patch of one annotation;
-/// the annotation is the operator's).
-async fn record_version(ctx: &Context, stack: &SolutionStack, version: &str) -> Result<()> {
+/// the annotation is the operator's). `Ok(false)`: the stack changed since it was read.
+async fn record_version(ctx: &Context, stack: &SolutionStack, version: &str) -> Result<bool> {
     ctx.writer.may_write()?;
     let api: Api<SolutionStack> = Api::namespaced(ctx.writer.client.clone(), &stack.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"metadata": {"annotations": {blueprint::VERSION_ANNOTATION: version}}});
-    api.patch(&stack.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .map_err(|e| Error::kube("record the blueprint revision", e))?;
-    info!(version, "blueprint revision recorded");
-    Ok(())
+    // Over the version this reconcile read: a rollout's move or a rollback written meanwhile
+    // wins (409, and the next reconcile reads it).
+    let over = stack.resource_version();
+    let patch = serde_json::json!({"metadata": {"resourceVersion": over, "annotations": {blueprint::VERSION_ANNOTATION: version}}});
+    match api.patch(&stack.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+        Ok(_) => {
+            info!(version, "blueprint revision recorded");
+            Ok(true)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(error) => Err(Error::kube("record the blueprint revision", error)),
+    }
 }
 
 /// Why `component` must wait: each dependency (or used binding) that is not Ready, with the

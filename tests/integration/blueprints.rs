@@ -60,7 +60,7 @@ fn env(deployment: &Deployment, name: &str) -> Option<String> {
 async fn stacks_instantiate_published_revisions() {
     let client = harness::client().await;
     let ns = harness::namespace(&client, "blueprint", json!({})).await;
-    let _operator = Operator::start(&ns, 300).await;
+    let _operator = Operator::start_with(&ns, 300, &["--blueprint-rollouts"]).await;
     let stacks: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let blueprints: Api<SolutionBlueprint> = Api::all(client.clone());
@@ -215,7 +215,7 @@ async fn a_converged_fleet_of_instances_costs_no_writes() {
     let name = ns.clone();
     harness::apply(&blueprints, &blueprint(&name, &["1.0.0"])).await;
     // A 2-second resync so several full resyncs happen within the test.
-    let operator = Operator::start(&ns, 2).await;
+    let operator = Operator::start_with(&ns, 2, &["--blueprint-rollouts"]).await;
     let names: Vec<String> = (0..5).map(|i| format!("city{i}")).collect();
     for stack in &names {
         harness::apply(&stacks, &instance(stack, &name, "^1", json!({"city": "hue"}))).await;
@@ -248,7 +248,7 @@ async fn a_converged_fleet_of_instances_costs_no_writes() {
     drop(operator);
 
     // A fresh operator: its first reconciles (stacks and blueprint) write nothing.
-    let fresh = Operator::start(&ns, 300).await;
+    let fresh = Operator::start_with(&ns, 300, &["--blueprint-rollouts"]).await;
     wait_until("the fresh operator reconciled every instance", DEADLINE, || async {
         (fresh.reconciles().await >= 6.0).then_some(())
     })

@@ -72,7 +72,7 @@ fn on(stack: &SolutionStack) -> (Option<String>, Option<String>) {
 async fn revisions_roll_out_in_waves_halt_on_failure_and_roll_back() {
     let client = harness::client().await;
     let ns = harness::namespace(&client, "rollout", json!({})).await;
-    let _operator = Operator::start(&ns, 300).await;
+    let _operator = Operator::start_with(&ns, 300, &["--blueprint-rollouts"]).await;
     let stacks: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
     let blueprints: Api<SolutionBlueprint> = Api::all(client.clone());
     let name = ns.clone();
