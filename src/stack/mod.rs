@@ -174,11 +174,9 @@ pub async fn run(
         .default_backoff()
         .modify(reconciler::strip)
         .reflect(blueprint_writer)
-        .inspect(sync.observer(5));
-    // Only what resolving reads wakes the instances: the spec (generation) and where the
-    // rollout stands, not the instance counts each status write changes.
-    let blueprint_stream = relist::objects(blueprint_stream, blueprint_store.clone(), Events::Touched)
-        .predicate_filter(blueprint_intent, Default::default());
+        .inspect(sync.observer(5))
+        .filter(blueprint_changes());
+    let blueprint_stream = relist::objects(blueprint_stream, blueprint_store.clone(), Events::Touched);
     let (stack_store, stack_writer) = reflector::store();
     let references = index::Index::default();
     // Stacks are cached lean too (parsing strips them); each reconcile parses its stack.
@@ -556,9 +554,31 @@ async fn reconcile_inner(stack: &SolutionStack, ctx: &Context) -> Result<Action>
     Ok(soon(ctx.resync))
 }
 
-/// Predicate for blueprint events: what stacks read of a blueprint (its generation, and the
-/// rollout's target and phase, which decide where a new instance starts).
-fn blueprint_intent(blueprint: &Readable<SolutionBlueprint>) -> Option<u64> {
+/// For `filter` on the blueprint watch (after its store saw every event): only what resolving
+/// reads wakes the instances, the spec (generation) and where the rollout stands, not the
+/// instance counts each status write changes; deletions and relists always pass.
+fn blueprint_changes()
+-> impl FnMut(&Result<watcher::Event<Readable<SolutionBlueprint>>, watcher::Error>) -> futures::future::Ready<bool> {
+    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    move |event| {
+        let pass = match event {
+            Ok(watcher::Event::Apply(blueprint)) => {
+                let intent = blueprint_intent(blueprint);
+                seen.insert(blueprint.name_any(), intent) != Some(intent)
+            }
+            Ok(watcher::Event::Delete(blueprint)) => {
+                seen.remove(&blueprint.name_any());
+                true
+            }
+            _ => true,
+        };
+        futures::future::ready(pass)
+    }
+}
+
+/// What stacks read of a blueprint: its generation, and the rollout's target and phase (which
+/// decide where a new instance starts).
+fn blueprint_intent(blueprint: &Readable<SolutionBlueprint>) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hasher = DefaultHasher::new();
     blueprint.metadata.generation.hash(&mut hasher);
@@ -566,7 +586,7 @@ fn blueprint_intent(blueprint: &Readable<SolutionBlueprint>) -> Option<u64> {
     let rollout = blueprint.object.as_ref().ok().and_then(|b| b.status.as_ref()).and_then(|s| s.rollout.as_ref());
     rollout.map(|r| (&r.version, &r.phase)).hash(&mut hasher);
     blueprint.object.is_ok().hash(&mut hasher);
-    Some(hasher.finish())
+    hasher.finish()
 }
 
 /// A stack as the pipeline sees it (see `blueprint`).

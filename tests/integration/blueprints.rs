@@ -200,9 +200,15 @@ async fn stacks_instantiate_published_revisions() {
     let tracking = stacks.get("tracking").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(tracking.annotations().get(VERSION_ANNOTATION).map(String::as_str), Some("1.1.0"));
 
-    for blueprint in [&name, &later] {
-        let _ = blueprints.delete(blueprint, &Default::default()).await;
-    }
+    // A blueprint deleted: its instance says so at once, and keeps its children.
+    let _ = blueprints.delete(&later, &Default::default()).await;
+    wait_stack(&stacks, "early", "its blueprint gone", |s| {
+        condition(s, "Ready").is_some_and(|c| c.message.contains(&format!("SolutionBlueprint {later} does not exist")))
+    })
+    .await;
+    assert!(deployments.get_opt("early-api").await.unwrap_or_else(|e| panic!("{e}")).is_some());
+
+    let _ = blueprints.delete(&name, &Default::default()).await;
     harness::delete_namespace(&client, &ns).await;
 }
 
