@@ -79,6 +79,32 @@ impl<'de, K: Resource<DynamicType = ()> + DeserializeOwned> Deserialize<'de> for
     }
 }
 
+/// For a watch of `Readable<K>` whose consumers need `K`: the events of objects that could be
+/// read, as `K`. An object that could not be read is logged (name and reason) and left out, so
+/// the rest of the watch goes on; a store keeps its last readable version until a relist.
+pub fn readable_only<K: Resource<DynamicType = ()>>(
+    event: Result<kube::runtime::watcher::Event<Readable<K>>, kube::runtime::watcher::Error>,
+) -> Option<Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>> {
+    use kube::runtime::watcher::Event;
+    let take = |read: Readable<K>| match read.object {
+        Ok(object) => Some(object),
+        Err(reason) => {
+            let (namespace, name) =
+                (read.metadata.namespace.unwrap_or_default(), read.metadata.name.unwrap_or_default());
+            tracing::warn!(kind = %K::kind(&()), %namespace, %name, reason, "an object cannot be read; it is left out");
+            None
+        }
+    };
+    Some(match event {
+        Err(error) => Err(error),
+        Ok(Event::Apply(read)) => Ok(Event::Apply(take(read)?)),
+        Ok(Event::Delete(read)) => Ok(Event::Delete(take(read)?)),
+        Ok(Event::InitApply(read)) => Ok(Event::InitApply(take(read)?)),
+        Ok(Event::Init) => Ok(Event::Init),
+        Ok(Event::InitDone) => Ok(Event::InitDone),
+    })
+}
+
 impl<K: Serialize> Serialize for Readable<K> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.object {

@@ -89,19 +89,22 @@ pub async fn run(
     leader: LeaderGate,
     shutdown: CancellationToken,
 ) {
-    let api: Api<AzureResource> = reconciler::api(client.clone(), &settings.namespace);
+    // Read one by one (`readable`): one nested too deep to read must not stop the watch.
+    let api: Api<crate::readable::Readable<AzureResource>> = reconciler::api(client.clone(), &settings.namespace);
     let (store, writer) = reflector::store();
     let mut synced = Some(health);
-    let events =
-        watcher(api, watcher::Config::default()).default_backoff().modify(reconciler::strip).reflect(writer).inspect(
-            move |event| {
-                if matches!(event, Ok(watcher::Event::InitDone))
-                    && let Some(health) = synced.take()
-                {
-                    health.set_ready();
-                }
-            },
-        );
+    let events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(|event| std::future::ready(crate::readable::readable_only(event)))
+        .modify(reconciler::strip)
+        .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone))
+                && let Some(health) = synced.take()
+            {
+                health.set_ready();
+            }
+        });
     let stream = relist::objects(events, store.clone(), Events::Applied)
         // Sharded: reconcile only this replica's objects, but cache every one: deleting an
         // Azure resource must see every AzureResource that uses it, whichever replica has it.

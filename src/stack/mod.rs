@@ -150,10 +150,12 @@ pub async fn run(
         .inspect(observe(&owned, ChildKind::Service));
     let service_stream = relist::objects(service_stream, service_store.clone(), Events::Touched);
     // AzureResources: the stack's own (inline Azure bindings) and those it references.
-    let azure_api: Api<AzureResource> = reconciler::api(client.clone(), &settings.namespace);
+    // Read one by one (`readable`): one nested too deep to read must not stop the watch.
+    let azure_api: Api<Readable<AzureResource>> = reconciler::api(client.clone(), &settings.namespace);
     let (azure_store, azure_writer) = reflector::store();
     let azure_stream = watcher(azure_api, watcher::Config::default())
         .default_backoff()
+        .filter_map(|event| std::future::ready(crate::readable::readable_only(event)))
         .modify(reconciler::strip)
         .reflect(azure_writer)
         .inspect(sync.observer(4))

@@ -270,6 +270,8 @@ async fn a_converged_fleet_of_instances_costs_no_writes() {
 
 #[tokio::test]
 async fn objects_nested_too_deep_to_read_stop_nothing_else() {
+    // A stack, a blueprint and an AzureResource nested deeper than serde_json reads (128
+    // levels): each used to fail its whole watch, and every stack waited for ever.
     let client = harness::client().await;
     let ns = harness::namespace(&client, "bp-deep", json!({})).await;
     let stacks: Api<SolutionStack> = Api::namespaced(client.clone(), &ns);
@@ -292,9 +294,14 @@ async fn objects_nested_too_deep_to_read_stop_nothing_else() {
         "apiVersion": "citystack.io/v1alpha1", "kind": "SolutionStack", "metadata": {"name": "deep", "namespace": ns},
         "spec": {"blueprint": {"name": name, "version": "1.0.0", "parameters": {"city": "hue", "x": deep}}}
     });
+    let deep_azure = json!({
+        "apiVersion": "citystack.io/v1alpha1", "kind": "AzureResource", "metadata": {"name": "deep", "namespace": ns},
+        "spec": {"kind": "StorageAccount", "mode": "Observe", "resourceGroup": "rg-deep", "properties": deep}
+    });
     for (url, body) in [
         ("/apis/citystack.io/v1alpha1/solutionblueprints".to_owned(), raw(deep_blueprint)),
         (format!("/apis/citystack.io/v1alpha1/namespaces/{ns}/solutionstacks"), raw(deep_stack)),
+        (format!("/apis/citystack.io/v1alpha1/namespaces/{ns}/azureresources"), raw(deep_azure)),
     ] {
         let request = http::Request::post(url).header("content-type", "application/json").body(body);
         let response = client.request_text(request.unwrap_or_else(|e| panic!("{e}"))).await;
