@@ -40,15 +40,16 @@ enum Command {
     /// Print, offline, the objects a SolutionStack becomes (YAML), expanded from its
     /// SolutionBlueprint when it names one.
     Render {
-        /// Files holding SolutionStack and SolutionBlueprint documents (repeat -f); other
-        /// kinds are skipped.
+        /// Files (or folders of .yaml files) holding SolutionStack and SolutionBlueprint
+        /// documents (repeat -f); other kinds are skipped.
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<PathBuf>,
     },
     /// Show which instances a blueprint revision would move and what it would change in each
     /// (objects added, changed with the fields that differ, removed), before it rolls out.
     Plan {
-        /// Files holding the SolutionBlueprint (with the revision) and, offline, its instances.
+        /// Files (or folders) holding the SolutionBlueprint (with the revision) and, offline,
+        /// its instances.
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<PathBuf>,
         /// The blueprint (default: the only one in the files).
@@ -106,9 +107,22 @@ fn write_crds(dir: &PathBuf) -> Result<(), String> {
 
 fn read(files: &[PathBuf]) -> Result<citystack::blueprint::offline::Documents, String> {
     let mut documents = citystack::blueprint::offline::Documents::default();
-    for file in files {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        documents.read(&file.display().to_string(), &text)?;
+    for given in files {
+        // A folder: its .yaml and .yml files, in name order (as `kubectl apply -f` reads one).
+        let mut paths = vec![given.clone()];
+        if given.is_dir() {
+            let entries = std::fs::read_dir(given).map_err(|e| format!("{}: {e}", given.display()))?;
+            paths = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            paths.sort();
+        }
+        for file in paths {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            documents.read(&file.display().to_string(), &text)?;
+        }
     }
     Ok(documents)
 }

@@ -5,8 +5,10 @@
 //! one object per version: publishing, the rollout that takes the fleet to it, and the status
 //! of every revision are one object a partner reviews and applies in one change, and each
 //! revision is immutable through a CEL transition rule that the API server correlates by
-//! `version`. The cost is size: at most 32 revisions of at most 64 KiB of template each fit
-//! well under etcd's object limit; partners remove revisions no instance runs.
+//! `version`. Revisions are never removed either: one removed and published again with other
+//! content would change the stacks that run it under the same version. The cost is size: at
+//! most 32 revisions of at most 64 KiB of template each fit under etcd's object limit; a
+//! solution that needs more starts a new blueprint (a new major line).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +38,8 @@ pub const SEMVER_PATTERN: &str = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0
     printcolumn(name = "Instances", type_ = "integer", json_path = ".status.instances", description = "Stacks that instantiate this blueprint"),
     printcolumn(name = "Updated", type_ = "integer", json_path = ".status.updated", description = "Instances on the rollout's target revision"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.ready", description = "Instances Ready"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".status.rollout.version", description = "The revision the rollout moves the fleet to"),
+    printcolumn(name = "Rollout", type_ = "string", json_path = ".status.rollout.phase", description = "Progressing, Soaking, Paused, Halted or Complete"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63")
         .message("metadata.name must be a DNS-1035 label of at most 63 characters: it becomes a label value on every instance"),
@@ -44,8 +48,13 @@ pub const SEMVER_PATTERN: &str = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "!has(self.rollout) || !has(self.rollout.version) || self.revisions.exists(r, r.version == self.rollout.version)",
-        "messageExpression": "'spec.rollout.version: ' + self.rollout.version + ' is not the version of an entry in spec.revisions'",
+        "messageExpression": "'no revision ' + self.rollout.version + ' is published in spec.revisions'",
         "fieldPath": ".rollout.version"
+    },
+    {
+        "rule": "oldSelf.revisions.all(o, self.revisions.exists(n, n.version == o.version))",
+        "message": "a published revision is never removed: stacks may run it, and a version published again with other content would change them; keep every version of the current blueprint in spec.revisions",
+        "fieldPath": ".revisions"
     }
 ]))]
 pub struct SolutionBlueprintSpec {
@@ -64,8 +73,9 @@ pub struct SolutionBlueprintSpec {
     #[schemars(length(max = 2048))]
     pub description: Option<String>,
 
-    /// The published revisions, one per semantic version. A revision never changes once
-    /// published (rule on each entry); publish a new version instead.
+    /// The published revisions, one per semantic version. A revision never changes and is
+    /// never removed once published (rules on the entries and the list); publish a new
+    /// version instead.
     #[schemars(length(min = 1, max = 32))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["version"]))]
     pub revisions: Vec<Revision>,
@@ -80,7 +90,7 @@ pub struct SolutionBlueprintSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self == oldSelf", "message": "a published revision is immutable: publish a new version instead"}
+    {"rule": "self == oldSelf", "messageExpression": "'revision ' + self.version + ' is published and immutable: publish a new version instead'"}
 ]))]
 pub struct Revision {
     /// Semantic version (semver.org 2.0.0), e.g. `1.4.0`; a `-pre` version is only chosen by

@@ -44,6 +44,13 @@ impl Wanted {
         if let Ok(exact) = Version::parse(version.trim()) {
             return Ok(Wanted::Exact(exact));
         }
+        // `1.0` would be Cargo's `^1.0`: a range to the semver crate, a pin to most readers.
+        if !version.contains(['^', '~', '<', '>', '=', '*', ',']) {
+            return Err(Error::InvalidSpec(format!(
+                "spec.blueprint.version: {:?} is not a full version; pin with a full version (1.0.0) or track a range with an operator (^1.0, ~1.0, >=1.0, *)",
+                bounded(version, 64)
+            )));
+        }
         VersionReq::parse(version.trim()).map(Wanted::Range).map_err(|e| {
             Error::InvalidSpec(format!(
                 "spec.blueprint.version: {:?} is neither a version (1.4.0) nor a semver range (^1, ~1.4, >=1.2, <2, *): {e}",

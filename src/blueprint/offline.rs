@@ -99,9 +99,10 @@ pub fn render(documents: &Documents) -> Result<String, String> {
 
 /// What publishing (or rolling out) revision `version` of the blueprint `name` would do to
 /// each of `documents`' stacks that instantiate it (`citystack plan`): which move, and the
-/// objects each would add, change (with the first fields that differ) or remove.
+/// objects each would add, change (with the first fields that differ) or remove; a stack
+/// that does not render is reported on its line, and the others still are.
 ///
-/// Errors: the blueprint or the revision is missing, or a stack does not render.
+/// Errors: the blueprint or the revision is missing, or the revision does not check out.
 pub fn plan(documents: &Documents, name: &str, version: Option<&str>) -> Result<String, String> {
     let found =
         documents.blueprints.get(name).ok_or_else(|| format!("SolutionBlueprint {name} is not in the files given"))?;
@@ -127,7 +128,7 @@ pub fn plan(documents: &Documents, name: &str, version: Option<&str>) -> Result<
     let instances: Vec<&SolutionStack> =
         documents.stacks.iter().filter(|s| s.spec.blueprint.as_ref().is_some_and(|b| b.name == name)).collect();
     let mut lines = Vec::new();
-    let (mut moving, mut added, mut changed, mut removed) = (0, 0, 0, 0);
+    let (mut moving, mut added, mut changed, mut removed, mut failing) = (0, 0, 0, 0, 0);
     for stack in &instances {
         let Some(reference) = &stack.spec.blueprint else { continue };
         let wanted = Wanted::parse(&reference.version).map_err(|e| format!("SolutionStack {}: {e}", key(stack)))?;
@@ -149,13 +150,34 @@ pub fn plan(documents: &Documents, name: &str, version: Option<&str>) -> Result<
             continue;
         }
         moving += 1;
+        let rendered = |set: &BTreeMap<String, SolutionBlueprint>, v: &Version| {
+            expand(stack, set, Some(v)).and_then(|(expanded, _)| render::offline(&expanded))
+        };
         let old = match &current {
             Some(v) if blueprint::revision(found, v).is_some() => {
-                render::offline(&expand(stack, &before, Some(v)).or_else(|_| expand(stack, &after, Some(v)))?.0)?
+                match rendered(&before, v).or_else(|_| rendered(&after, v)) {
+                    Ok(children) => children,
+                    Err(why) => {
+                        lines.push(format!(
+                            "  {:<32} stays on {from}: Stalled there, a rollout leaves it ({why})",
+                            key(stack)
+                        ));
+                        moving -= 1;
+                        failing += 1;
+                        continue;
+                    }
+                }
             }
             _ => Vec::new(),
         };
-        let new = render::offline(&expand(stack, &after, Some(&target))?.0)?;
+        let new = match rendered(&after, &target) {
+            Ok(children) => children,
+            Err(why) => {
+                lines.push(format!("  {:<32} {from} -> {target}: WOULD FAIL: {why}", key(stack)));
+                failing += 1;
+                continue;
+            }
+        };
         let diff = diff(&old, &new);
         added += diff.iter().filter(|d| d.starts_with("+")).count();
         removed += diff.iter().filter(|d| d.starts_with("-")).count();
@@ -172,6 +194,9 @@ pub fn plan(documents: &Documents, name: &str, version: Option<&str>) -> Result<
         "{moving} of {} instances would move; objects: {added} added, {changed} changed, {removed} removed\n",
         instances.len()
     ));
+    if failing > 0 {
+        out.push_str(&format!("{failing} instances do not render (see above)\n"));
+    }
     Ok(out)
 }
 

@@ -2,7 +2,8 @@
 //! which revision now, and where the rollout stands.
 //!
 //! Only stacks that track a version range containing the target take part (a stack pinned to
-//! an exact version moves when a person changes it; a paused stack is never written). Stacks above the target (a rollback:
+//! an exact version moves when a person changes it; a paused stack is never written; a stack
+//! Stalled on another revision needs a person first and is left where it is). Stacks above the target (a rollback:
 //! `spec.rollout.version` set to an older revision) return to it at once. Stacks below it move
 //! in waves: the canary wave (the stacks the canary selector picks), then batches in
 //! namespace/name order. A wave starts only when every stack of the waves before runs the
@@ -133,7 +134,15 @@ pub fn plan(
     }
     let stays_halted = same.is_some_and(|p| p.phase == phase::HALTED);
 
-    let waves = waves(&tracking, spec);
+    // A stack Stalled on an older revision (bad parameters, a conflict) needs a person, not a
+    // move up: moving it would only count its old failure against the rollout. (A rollback,
+    // above, still returns any stack.)
+    let upgradable: Vec<&Member> = tracking
+        .iter()
+        .copied()
+        .filter(|m| m.stalled.is_none() || m.recorded.as_deref() == Some(target_text.as_str()))
+        .collect();
+    let waves = waves(&upgradable, spec);
     let on_target = |m: &Member| recorded(m).as_ref() == Some(target);
     let ready_on_target = |m: &Member| on_target(m) && m.running.as_deref() == Some(target_text.as_str()) && m.ready;
 
@@ -399,6 +408,10 @@ mod tests {
         members[0].wanted = "1.0.0".into();
         members[1].wanted = "^1".into();
         members[3].paused = true;
+        members[2].stalled = Some("InvalidParameters".into());
+        let stalled_elsewhere = plan(&v2(), &RolloutSpec::default(), &members, None, at(0));
+        assert!(stalled_elsewhere.moves.is_empty());
+        members[2].stalled = None;
         let out = plan(&v2(), &RolloutSpec::default(), &members, None, at(0));
         assert_eq!(keys(&out), ["city/s02"]);
         let paused = RolloutSpec { paused: true, ..Default::default() };

@@ -73,6 +73,9 @@ fn an_exact_version_is_that_revision_or_missing() {
         ))
     );
     assert_eq!(resolve(&bp, &reference("one"), None).err().map(|e| e.category()), Some(Category::InvalidSpec));
+    // `1.0` reads as a pin to people and as `^1.0` to the semver crate: refused, naming both.
+    assert_eq!(resolve(&bp, &reference("1.0"), None).err().map(|e| e.category()), Some(Category::InvalidSpec));
+    assert_eq!(resolve(&bp, &reference("^1.0"), None).map(|r| r.version).ok(), Some(v("1.1.0")));
 }
 
 #[test]

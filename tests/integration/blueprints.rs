@@ -148,7 +148,15 @@ async fn stacks_instantiate_published_revisions() {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(refused.contains("a published revision is immutable"), "{refused}");
+    assert!(refused.contains("revision 1.0.0 is published and immutable"), "{refused}");
+    // Nor removed: published again with other content, it would change the stacks running it.
+    let removed = blueprints
+        .patch(&name, &PatchParams::apply("citystack-tests").force(), &Patch::Apply(&blueprint(&name, &["1.1.0"])))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(removed.contains("a published revision is never removed"), "{removed}");
 
     // A newer revision is published with its rollout paused: a new stack in range starts on
     // it, the recorded one stays where it is.
