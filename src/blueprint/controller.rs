@@ -102,9 +102,11 @@ impl Members {
     /// Records a stack as its watch shows it; a stack without `spec.blueprint` is forgotten.
     /// Wakes the blueprints concerned when anything changed.
     fn report(&self, cached: &CachedStack) {
-        let Some(stack) = cached.object() else { return };
+        // Only the fields a rollout reads: the stack watch already parses each event for the
+        // reference index, and every status write of a fleet passes here.
+        let Some(stack) = cached.view::<StackView>() else { return };
         let key = key(cached);
-        let Some(reference) = &stack.spec.blueprint else { return self.forget(&key) };
+        let Some(reference) = stack.spec.blueprint else { return self.forget(&key) };
         let status = stack.status.as_ref();
         let current = status.and_then(|s| s.observed_generation) == stack.metadata.generation;
         let condition =
@@ -112,15 +114,15 @@ impl Members {
         let member = Member {
             key: key.clone(),
             wanted: reference.version.clone(),
-            labels: stack.labels().clone(),
-            recorded: stack.annotations().get(VERSION_ANNOTATION).cloned(),
+            labels: stack.metadata.labels,
+            recorded: stack.metadata.annotations.get(VERSION_ANNOTATION).cloned(),
             running: status.and_then(|s| s.blueprint.as_ref()).map(|b| b.version.clone()).filter(|v| !v.is_empty()),
             ready: condition("Ready").is_some_and(|c| c.status == "True"),
             // The reason only: the message is the stack's (its namespace's) own, and the
             // blueprint is cluster-scoped, readable by people who may not read the stack.
             stalled: condition("Stalled").filter(|c| c.status == "True").map(|c| bounded(&c.reason, 64)),
             paused: stack.spec.paused,
-            resource_version: stack.metadata.resource_version.clone(),
+            resource_version: stack.metadata.resource_version,
         };
         let entry = (reference.name.clone(), member);
         let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
@@ -158,6 +160,43 @@ impl Members {
         let reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
         reported.values().filter(|(bp, _)| bp == name).map(|(_, m)| m.clone()).collect()
     }
+}
+
+/// What [`Members`] reads of a cached stack.
+#[derive(serde::Deserialize)]
+struct StackView {
+    metadata: MetaView,
+    spec: SpecView,
+    #[serde(default)]
+    status: Option<StatusView>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaView {
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    generation: Option<i64>,
+    resource_version: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct SpecView {
+    #[serde(default)]
+    blueprint: Option<crate::api::BlueprintRef>,
+    #[serde(default)]
+    paused: bool,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusView {
+    observed_generation: Option<i64>,
+    #[serde(default)]
+    conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    blueprint: Option<crate::api::BlueprintStatus>,
 }
 
 fn key(stack: &CachedStack) -> String {
